@@ -1,0 +1,3 @@
+from alchemist.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""The auth service: owns users, issues and validates JWTs."""

@@ -1,0 +1,1 @@
+"""The `alchemist` command line: starts services and administers users."""

@@ -1,0 +1,97 @@
+"""One settings object per process, read from the environment (the seeds' names)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import URL, make_url
+
+MIN_JWT_SECRET_LENGTH = 32
+JWT_SECRET_FILE = "jwt_secret"  # noqa: S105 (a file name)
+
+
+class ConfigError(Exception):
+    """The configuration cannot work; the message says what to set."""
+
+
+class Settings(BaseSettings):
+    """Every setting of every service; each process builds one from its environment."""
+
+    model_config = SettingsConfigDict(case_sensitive=True, extra="ignore", frozen=True)
+
+    ALCHEMIST_DATA_DIR: Path = Path("alchemist-data")
+    ALCHEMIST_MIGRATE_ON_START: bool = False
+
+    DATABASE_URL: str | None = None
+    MYSQL_HOST: str | None = None
+    MYSQL_USER: str = "auth_user"
+    MYSQL_PASSWORD: SecretStr = SecretStr("")
+    MYSQL_DB: str = "auth"
+    MYSQL_PORT: int = 3306
+
+    JWT_SECRET: SecretStr | None = None
+    JWT_ISSUER: str = "audio-alchemist"
+    JWT_TTL_SECONDS: int = 86_400
+
+    LOGIN_MAX_FAILURES: int = 5
+    LOGIN_FAILURE_WINDOW_SECONDS: int = 300
+
+    @property
+    def embedded(self) -> bool:
+        """True when no external database is configured: the one-machine default."""
+        return self.DATABASE_URL is None and self.MYSQL_HOST is None
+
+    @cached_property
+    def database_url(self) -> URL:
+        """DATABASE_URL, else MySQL from MYSQL_*, else SQLite in the data dir."""
+        if self.DATABASE_URL:
+            return make_url(self.DATABASE_URL)
+        if self.MYSQL_HOST:
+            return URL.create(
+                "mysql+pymysql",
+                username=self.MYSQL_USER,
+                password=self.MYSQL_PASSWORD.get_secret_value() or None,
+                host=self.MYSQL_HOST,
+                port=self.MYSQL_PORT,
+                database=self.MYSQL_DB,
+                query={"charset": "utf8mb4"},
+            )
+        return URL.create("sqlite+pysqlite", database=str(self.ALCHEMIST_DATA_DIR / "alchemist.db"))
+
+    def jwt_secret(self) -> str:
+        """The signing key; the embedded default generates one and keeps it in the data dir."""
+        if self.JWT_SECRET is not None:
+            secret = self.JWT_SECRET.get_secret_value()
+            if len(secret) < MIN_JWT_SECRET_LENGTH:
+                raise ConfigError(
+                    f"JWT_SECRET is {len(secret)} characters; it must be at least "
+                    f"{MIN_JWT_SECRET_LENGTH} (try: python -c 'import secrets; "
+                    "print(secrets.token_urlsafe(48))')"
+                )
+            return secret
+        if not self.embedded:
+            raise ConfigError(
+                "JWT_SECRET is not set: a shared database is configured, so every service "
+                "must be given the same secret (at least 32 characters)"
+            )
+        return _stored_secret(self.ALCHEMIST_DATA_DIR / JWT_SECRET_FILE)
+
+
+def _stored_secret(path: Path) -> str:
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(48)
+    # O_EXCL: two processes starting at once must not write two different keys.
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secret)
+    return secret

@@ -1,0 +1,1 @@
+"""Database access (SQLAlchemy 2) and schema migrations (Alembic)."""

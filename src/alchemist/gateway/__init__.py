@@ -1,0 +1,1 @@
+"""The gateway service: the only public entry point (login, upload, download, jobs API)."""

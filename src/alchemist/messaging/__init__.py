@@ -1,0 +1,1 @@
+"""Messaging: the Broker interface and one adapter per backend."""

@@ -1,0 +1,1 @@
+"""The notification service: tells users their MP3 is ready (email, webhook)."""

@@ -1,0 +1,1 @@
+"""Blob storage: the BlobStore interface and one adapter per backend."""
