@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from tests.media import Audio, decode, write_media
 
 from .conftest import alchemist

@@ -8,7 +8,6 @@ import threading
 from pathlib import Path
 
 import pytest
-from tests.media import Audio, decode, write_media
 
 from alchemist.converter.engine import ConversionEngine
 from alchemist.converter.errors import (
@@ -20,6 +19,7 @@ from alchemist.converter.errors import (
     TooLongError,
 )
 from alchemist.converter.options import ConversionLimits, ConversionOptions
+from tests.media import Audio, decode, write_media
 
 CASES = {
     "mp4 h264+aac": dict(suffix=".mp4", video="libx264", audio=(Audio("aac"),)),

@@ -69,7 +69,7 @@ def test_reader_is_seekable_and_ranges_are_inclusive(store_under_test: StoreUnde
         reader.seek(0)
         assert reader.read(3) == PAYLOAD[:3]
     span = b"".join(iter_range(store, info.id, 2_000_000, 3_500_000))
-    assert span == PAYLOAD[2_000_000 : 3_500_001]
+    assert span == PAYLOAD[2_000_000:3_500_001]
     tail = b"".join(iter_range(store, info.id, len(PAYLOAD) - 5, len(PAYLOAD) + 100))
     assert tail == PAYLOAD[-5:]
 
