@@ -130,9 +130,7 @@ def have_moviepy() -> bool:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument(
-        "--peak-rss", nargs=2, metavar=("APPROACH", "SOURCE"), help=argparse.SUPPRESS
-    )
+    parser.add_argument("--peak-rss", nargs=2, metavar=("APPROACH", "SOURCE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.peak_rss:
         run_once_for_rss(args.peak_rss[0], Path(args.peak_rss[1]))

@@ -53,9 +53,7 @@ def run_one(kind: str, total: int) -> dict[str, float]:
                 store = GridFSStore(mongomock.MongoClient()["alchemist_bench"])
         baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         start = time.perf_counter()
-        info = store.put(
-            generated(total), filename="big.bin", content_type="application/octet-stream"
-        )
+        info = store.put(generated(total), filename="big.bin", content_type="application/octet-stream")
         written = time.perf_counter() - start
         start = time.perf_counter()
         read = 0

@@ -125,9 +125,7 @@ def http_server() -> Callable[[object], object]:
     return serve_in_thread
 
 
-CONFIG_VARIABLES = [
-    name for name in Settings.model_fields if name.isupper() and name != "ALCHEMIST_DATA_DIR"
-]
+CONFIG_VARIABLES = [name for name in Settings.model_fields if name.isupper() and name != "ALCHEMIST_DATA_DIR"]
 
 
 @pytest.fixture(autouse=True)

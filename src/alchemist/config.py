@@ -41,6 +41,33 @@ class Settings(BaseSettings):
     LOGIN_MAX_FAILURES: int = 5
     LOGIN_FAILURE_WINDOW_SECONDS: int = 300
 
+    AUTH_SVC_ADDRESS: str = "127.0.0.1:5000"
+    PUBLIC_URL: str = "http://localhost:8080"
+    MAX_UPLOAD_BYTES: int = 2 << 30
+    MAX_MEDIA_SECONDS: float = 4 * 3600
+
+    VIDEO_QUEUE: str = "video"
+    MP3_QUEUE: str = "mp3"
+    AMQP_URL: str | None = None
+    RABBITMQ_HOST: str | None = None
+    RABBITMQ_PORT: int = 5672
+    RABBITMQ_USER: str = "guest"
+    RABBITMQ_PASSWORD: SecretStr = SecretStr("guest")
+    RABBITMQ_VHOST: str = "/"
+    MAX_ATTEMPTS: int = 3
+
+    MONGODB_URI: SecretStr | None = None
+    MONGODB_VIDEOS_DB: str = "videos"
+    MONGODB_MP3S_DB: str = "mp3s"
+
+    SMTP_HOST: str | None = None
+    SMTP_PORT: int = 587
+    SMTP_SECURITY: str = "starttls"
+    SMTP_USER: str | None = None
+    SMTP_PASSWORD: SecretStr | None = None
+    SMTP_FROM: str = "Audio Alchemist <no-reply@audio-alchemist.invalid>"
+    WEBHOOK_SECRET: SecretStr | None = None
+
     @property
     def embedded(self) -> bool:
         """True when no external database is configured: the one-machine default."""
@@ -62,6 +89,36 @@ class Settings(BaseSettings):
                 query={"charset": "utf8mb4"},
             )
         return URL.create("sqlite+pysqlite", database=str(self.ALCHEMIST_DATA_DIR / "alchemist.db"))
+
+    @property
+    def amqp_url(self) -> str | None:
+        """AMQP_URL, else one built from the seeds' RABBITMQ_* settings, else None (in-process)."""
+        if self.AMQP_URL:
+            return self.AMQP_URL
+        if self.RABBITMQ_HOST:
+            return str(
+                URL.create(
+                    "amqp",
+                    username=self.RABBITMQ_USER,
+                    password=self.RABBITMQ_PASSWORD.get_secret_value(),
+                    host=self.RABBITMQ_HOST,
+                    port=self.RABBITMQ_PORT,
+                    database=self.RABBITMQ_VHOST.lstrip("/") or None,
+                ).render_as_string(hide_password=False)
+            )
+        return None
+
+    @property
+    def auth_url(self) -> str:
+        """The auth service's base URL (the seeds give host:port without a scheme)."""
+        address = self.AUTH_SVC_ADDRESS.rstrip("/")
+        return address if "://" in address else f"http://{address}"
+
+    def webhook_secret(self) -> str:
+        """The HMAC key for webhook signatures (WEBHOOK_SECRET, else the JWT secret)."""
+        if self.WEBHOOK_SECRET is not None:
+            return self.WEBHOOK_SECRET.get_secret_value()
+        return self.jwt_secret()
 
     def jwt_secret(self) -> str:
         """The signing key; the embedded default generates one and keeps it in the data dir."""

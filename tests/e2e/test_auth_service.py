@@ -11,9 +11,7 @@ from sqlalchemy.engine import URL
 from .conftest import alchemist, free_port, running
 
 
-def test_newcomer_adds_a_user_logs_in_and_validates(
-    embedded_env: dict[str, str], tmp_path: Path
-) -> None:
+def test_newcomer_adds_a_user_logs_in_and_validates(embedded_env: dict[str, str], tmp_path: Path) -> None:
     added = alchemist(
         "users",
         "add",
@@ -46,9 +44,7 @@ def test_newcomer_adds_a_user_logs_in_and_validates(
 
 def test_users_cli_refuses_bad_input_and_removes(embedded_env: dict[str, str]) -> None:
     def add(email: str, password: str) -> tuple[int, str]:
-        done = alchemist(
-            "users", "add", email, "--password-stdin", env=embedded_env, stdin=password + "\n"
-        )
+        done = alchemist("users", "add", email, "--password-stdin", env=embedded_env, stdin=password + "\n")
         return done.returncode, done.stderr
 
     assert add("not-an-email", "long enough 1") == (

@@ -66,9 +66,7 @@ class FailedLoginLimiter:
     def _prune(self) -> None:
         now = self._clock()
         expired = [
-            key
-            for key, entry in self._failures.items()
-            if now - entry.window_start >= self.window_seconds
+            key for key, entry in self._failures.items() if now - entry.window_start >= self.window_seconds
         ]
         for key in expired:
             del self._failures[key]

@@ -23,13 +23,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     """Add the convert subcommand."""
     convert = commands.add_parser("convert", help="convert local videos to MP3")
     convert.add_argument("videos", nargs="+", type=Path, metavar="VIDEO")
-    convert.add_argument(
-        "-o", "--output-dir", type=Path, help="where MP3s go (default: beside each video)"
-    )
+    convert.add_argument("-o", "--output-dir", type=Path, help="where MP3s go (default: beside each video)")
     convert.add_argument("--bitrate", default="192k", help="CBR bitrate (default 192k)")
-    convert.add_argument(
-        "--vbr", type=int, metavar="Q", help="VBR quality 0 (best) to 9 instead of CBR"
-    )
+    convert.add_argument("--vbr", type=int, metavar="Q", help="VBR quality 0 (best) to 9 instead of CBR")
     convert.add_argument("--sample-rate", type=int, help="output sample rate in Hz")
     convert.add_argument("--mono", action="store_true", help="mix down to one channel")
     convert.add_argument("--start", type=float, help="start at this second")

@@ -8,17 +8,16 @@ import sys
 from collections.abc import Sequence
 
 from alchemist import __version__
-from alchemist.cli import convert, database, services, users
+from alchemist.cli import convert, database, services, up, users
 from alchemist.config import ConfigError
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser, one subcommand per verb."""
-    parser = argparse.ArgumentParser(
-        prog="alchemist", description="Audio Alchemist: turn videos into MP3s."
-    )
+    parser = argparse.ArgumentParser(prog="alchemist", description="Audio Alchemist: turn videos into MP3s.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    up.register(commands)
     services.register(commands)
     users.register(commands)
     database.register(commands)
@@ -28,9 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the process exit code."""
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
     args = build_parser().parse_args(argv)
     try:

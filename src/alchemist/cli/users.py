@@ -24,9 +24,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     add = verbs.add_parser("add", help="add a user (password from a prompt or stdin)")
     add.add_argument("email")
     add.add_argument("--admin", action="store_true", help="may see every user's jobs")
-    add.add_argument(
-        "--password-stdin", action="store_true", help="read the password from standard input"
-    )
+    add.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     add.set_defaults(run=run_add)
     verbs.add_parser("list", help="list users").set_defaults(run=run_list)
     remove = verbs.add_parser("remove", help="remove a user")

@@ -29,9 +29,7 @@ TRUNCATION_TOLERANCE = 0.5
 class ConversionEngine:
     """Converts files or streams to MP3; safe to share between threads."""
 
-    def __init__(
-        self, limits: ConversionLimits | None = None, spool_dir: Path | None = None
-    ) -> None:
+    def __init__(self, limits: ConversionLimits | None = None, spool_dir: Path | None = None) -> None:
         self.limits = limits or ConversionLimits()
         self._reader = MediaReader(
             self.limits.probe_timeout, self.limits.memory_bytes, self.limits.max_output_bytes
@@ -76,9 +74,7 @@ class ConversionEngine:
         source_duration = track.duration or info.duration
         limit = self.limits.max_duration
         if source_duration is not None and source_duration > limit:
-            raise TooLongError(
-                f"the media lasts {source_duration:.0f} s; the maximum is {limit:.0f} s"
-            )
+            raise TooLongError(f"the media lasts {source_duration:.0f} s; the maximum is {limit:.0f} s")
         expected = _expected_seconds(source_duration, options)
         copy = track.codec == "mp3" and not options.reshapes_audio
         tags = {**info.tags, **track.tags}
@@ -160,7 +156,4 @@ def _expected_seconds(duration: float | None, options: ConversionOptions) -> flo
 def _truncation_warning(done: float, expected: float | None) -> str | None:
     if expected is None or done >= expected - TRUNCATION_TOLERANCE:
         return None
-    return (
-        f"the file is damaged or truncated: converted {done:.1f} s of the {expected:.1f} s "
-        "it claims"
-    )
+    return f"the file is damaged or truncated: converted {done:.1f} s of the {expected:.1f} s it claims"

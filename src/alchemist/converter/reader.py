@@ -49,9 +49,7 @@ class MediaInfo:
 class MediaReader:
     """Client of one reader child, restarted after a crash or a hang."""
 
-    def __init__(
-        self, timeout: float = 20, memory_bytes: int = 2 << 30, output_bytes: int = 1 << 30
-    ) -> None:
+    def __init__(self, timeout: float = 20, memory_bytes: int = 2 << 30, output_bytes: int = 1 << 30) -> None:
         self._timeout = timeout
         self._memory_bytes = memory_bytes
         self._output_bytes = output_bytes

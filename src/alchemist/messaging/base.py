@@ -35,8 +35,8 @@ Handler = Callable[[Delivery], Awaitable[None]]
 class Subscription(Protocol):
     """A running consumer."""
 
-    async def cancel(self) -> None:
-        """Stop consuming; messages in hand are returned to the queue."""
+    async def cancel(self, grace: float = 0.0) -> None:
+        """Stop taking messages; give handlers in progress `grace` seconds, then requeue them."""
         ...
 
 
@@ -81,9 +81,7 @@ async def run_handler(handler: Handler, delivery: Delivery, max_attempts: int) -
     try:
         await handler(delivery)
     except PermanentFailure as exc:
-        logger.warning(
-            "message %s on %s failed for good: %s", delivery.message_id, delivery.queue, exc
-        )
+        logger.warning("message %s on %s failed for good: %s", delivery.message_id, delivery.queue, exc)
         return Verdict.DEAD
     except Exception:
         if delivery.attempt >= max_attempts:

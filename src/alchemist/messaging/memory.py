@@ -31,11 +31,21 @@ class _Queue:
 class InMemorySubscription:
     """A consumer task with `prefetch` handlers at most in flight."""
 
-    def __init__(self, task: asyncio.Task[None]) -> None:
+    def __init__(
+        self,
+        task: asyncio.Task[None],
+        in_flight: set[asyncio.Task[None]],
+        stop_taking: asyncio.Event,
+    ) -> None:
         self._task = task
+        self._in_flight = in_flight
+        self._stop_taking = stop_taking
 
-    async def cancel(self) -> None:
-        """Stop; a message being handled goes back to the front of its queue."""
+    async def cancel(self, grace: float = 0.0) -> None:
+        """Stop taking; after `grace` seconds, messages still in hand go back to the queue."""
+        self._stop_taking.set()
+        if grace > 0 and self._in_flight:
+            await asyncio.wait(set(self._in_flight), timeout=grace)
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
@@ -61,12 +71,12 @@ class InMemoryBroker:
         """Enqueue a copy of the message."""
         self._queues[queue].ready.put_nowait(_Message(json.dumps(body).encode(), message_id))
 
-    async def consume(
-        self, queue: str, handler: Handler, *, prefetch: int = 1
-    ) -> InMemorySubscription:
+    async def consume(self, queue: str, handler: Handler, *, prefetch: int = 1) -> InMemorySubscription:
         """Start a consumer task."""
-        task = asyncio.create_task(self._consume(queue, handler, prefetch))
-        return InMemorySubscription(task)
+        in_flight: set[asyncio.Task[None]] = set()
+        stop_taking = asyncio.Event()
+        task = asyncio.create_task(self._consume(queue, handler, prefetch, in_flight, stop_taking))
+        return InMemorySubscription(task, in_flight, stop_taking)
 
     async def dead_letters(self, queue: str) -> list[dict[str, Any]]:
         """Take the dead letters of a queue."""
@@ -77,14 +87,23 @@ class InMemoryBroker:
         """Messages waiting in a queue."""
         return self._queues[queue].ready.qsize()
 
-    async def _consume(self, queue: str, handler: Handler, prefetch: int) -> None:
+    async def _consume(
+        self,
+        queue: str,
+        handler: Handler,
+        prefetch: int,
+        in_flight: set[asyncio.Task[None]],
+        stop_taking: asyncio.Event,
+    ) -> None:
         slots = asyncio.Semaphore(prefetch)
-        in_flight: set[asyncio.Task[None]] = set()
         state = self._queues[queue]
         try:
             while True:
                 await slots.acquire()
                 message = await state.ready.get()
+                if stop_taking.is_set():
+                    state.ready.put_nowait(message)
+                    await asyncio.Event().wait()  # taking nothing more; wait to be cancelled
                 task = asyncio.create_task(self._handle(queue, state, handler, message))
                 in_flight.add(task)
                 task.add_done_callback(in_flight.discard)

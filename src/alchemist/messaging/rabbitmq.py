@@ -43,13 +43,25 @@ CONNECTION_ERRORS = (
 class RabbitMQSubscription:
     """A consumer on its own channel."""
 
-    def __init__(self, channel: AbstractRobustChannel, queue: AbstractQueue, tag: str) -> None:
+    def __init__(
+        self,
+        channel: AbstractRobustChannel,
+        queue: AbstractQueue,
+        tag: str,
+        in_flight: set[asyncio.Task[None]],
+    ) -> None:
         self._channel, self._queue, self._tag = channel, queue, tag
+        self._in_flight = in_flight
 
-    async def cancel(self) -> None:
-        """Cancel the consumer and close its channel; unacked messages return to the queue."""
+    async def cancel(self, grace: float = 0.0) -> None:
+        """Cancel the consumer, let handlers finish for `grace` s, then close the channel.
+
+        Closing the channel returns every unacked message to the queue.
+        """
         with contextlib.suppress(*CONNECTION_ERRORS):
             await self._queue.cancel(self._tag)
+        if grace > 0 and self._in_flight:
+            await asyncio.wait(set(self._in_flight), timeout=grace)
         with contextlib.suppress(*CONNECTION_ERRORS):
             await self._channel.close()
 
@@ -98,19 +110,25 @@ class RabbitMQBroker:
         """Publish persistently with `mandatory`; return once the broker confirms it."""
         await self._publish(queue, json.dumps(body).encode(), message_id, attempt=1)
 
-    async def consume(
-        self, queue: str, handler: Handler, *, prefetch: int = 1
-    ) -> RabbitMQSubscription:
+    async def consume(self, queue: str, handler: Handler, *, prefetch: int = 1) -> RabbitMQSubscription:
         """Consume on a new channel with this prefetch; the handler's verdict settles each."""
         channel: AbstractRobustChannel = await self._require().channel()
         await channel.set_qos(prefetch_count=prefetch)
         declared = await self._declare(channel, queue)
 
+        in_flight: set[asyncio.Task[None]] = set()
+
         async def on_message(message: AbstractIncomingMessage) -> None:
-            await self._settle(queue, handler, message)
+            task = asyncio.current_task()
+            if task is not None:
+                in_flight.add(task)
+            try:
+                await self._settle(queue, handler, message)
+            finally:
+                in_flight.discard(task)
 
         tag = await declared.consume(on_message, no_ack=False)
-        return RabbitMQSubscription(channel, declared, tag)
+        return RabbitMQSubscription(channel, declared, tag, in_flight)
 
     async def dead_letters(self, queue: str) -> list[dict[str, Any]]:
         """Take every message out of `queue.dead`."""
@@ -153,9 +171,7 @@ class RabbitMQBroker:
 
     async def _declare(self, channel: aio_pika.abc.AbstractChannel, queue: str) -> AbstractQueue:
         try:
-            dlx = await channel.declare_exchange(
-                f"{queue}.dlx", aio_pika.ExchangeType.FANOUT, durable=True
-            )
+            dlx = await channel.declare_exchange(f"{queue}.dlx", aio_pika.ExchangeType.FANOUT, durable=True)
             dead = await channel.declare_queue(
                 f"{queue}.dead", durable=True, arguments={"x-queue-type": "quorum"}
             )

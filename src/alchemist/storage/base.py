@@ -47,9 +47,19 @@ class BlobStore(Protocol):
     """Blocking storage of large files; async callers run it in a thread (see put_async)."""
 
     def put(
-        self, data: Chunks, *, filename: str, content_type: str, max_bytes: int | None = None
+        self,
+        data: Chunks,
+        *,
+        filename: str,
+        content_type: str,
+        max_bytes: int | None = None,
+        blob_id: str | None = None,
     ) -> BlobInfo:
-        """Store a stream; BlobTooLargeError (and nothing stored) past max_bytes."""
+        """Store a stream (under blob_id when given); past max_bytes nothing is stored."""
+        ...
+
+    def new_id(self) -> str:
+        """A fresh id this store accepts, to name a blob before writing it."""
         ...
 
     def open(self, blob_id: str) -> BinaryIO:
@@ -116,7 +126,7 @@ async def put_async(
     filename: str,
     content_type: str,
     max_bytes: int | None = None,
-) -> BlobInfo:
+) -> BlobInfo:  # an async stream always gets a new id
     """Store an async byte stream: a thread writes while the loop feeds it a small queue."""
     handoff: queue.Queue[object] = queue.Queue(maxsize=8)
     writer_done = threading.Event()
@@ -129,9 +139,7 @@ async def put_async(
 
     def write() -> BlobInfo:
         try:
-            return store.put(
-                produced(), filename=filename, content_type=content_type, max_bytes=max_bytes
-            )
+            return store.put(produced(), filename=filename, content_type=content_type, max_bytes=max_bytes)
         finally:
             writer_done.set()
 

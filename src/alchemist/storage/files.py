@@ -31,11 +31,22 @@ class FileStore:
         self._incoming = root / ".incoming"
         self._incoming.mkdir(parents=True, exist_ok=True)
 
+    def new_id(self) -> str:
+        """32 random hex digits."""
+        return uuid.uuid4().hex
+
     def put(
-        self, data: Chunks, *, filename: str, content_type: str, max_bytes: int | None = None
+        self,
+        data: Chunks,
+        *,
+        filename: str,
+        content_type: str,
+        max_bytes: int | None = None,
+        blob_id: str | None = None,
     ) -> BlobInfo:
         """Write to a temp name, fsync, then rename into place (data last, so it's all or none)."""
-        blob_id = uuid.uuid4().hex
+        blob_id = blob_id or self.new_id()
+        self._paths(blob_id)  # refuses an id that isn't one
         fd, temp = tempfile.mkstemp(dir=self._incoming, prefix=blob_id)
         try:
             size = 0

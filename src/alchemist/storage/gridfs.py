@@ -28,11 +28,23 @@ class GridFSStore:
         self._files = database[f"{bucket_name}.files"]
         self._chunks = database[f"{bucket_name}.chunks"]
 
+    def new_id(self) -> str:
+        """A new ObjectId, as hex."""
+        return str(ObjectId())
+
     def put(
-        self, data: Chunks, *, filename: str, content_type: str, max_bytes: int | None = None
+        self,
+        data: Chunks,
+        *,
+        filename: str,
+        content_type: str,
+        max_bytes: int | None = None,
+        blob_id: str | None = None,
     ) -> BlobInfo:
         """Stream into an upload; past the limit the upload is aborted (its chunks deleted)."""
-        upload = self._bucket.open_upload_stream(filename, metadata={"content_type": content_type})
+        upload = self._bucket.open_upload_stream_with_id(
+            _object_id(blob_id or self.new_id()), filename, metadata={"content_type": content_type}
+        )
         size = 0
         try:
             for chunk in iter_chunks(data):

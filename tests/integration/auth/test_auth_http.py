@@ -103,9 +103,7 @@ def test_repeated_failures_are_slowed_down_then_released(auth_service: AuthServi
     "header",
     [None, "", "Bearer", "Bearer ", "Basic YW5uOng=", "Token abc", "bearer a b", "Bearer\tx"],
 )
-def test_validate_without_a_bearer_credential_is_401(
-    auth_service: AuthService, header: str | None
-) -> None:
+def test_validate_without_a_bearer_credential_is_401(auth_service: AuthService, header: str | None) -> None:
     line = b"X-None: 1" if header is None else b"Authorization: " + header.encode()
     assert raw_request(auth_service.url, line) == 401
 
@@ -138,9 +136,7 @@ def forged_tokens(settings_secret: str, issuer: str) -> dict[str, str]:
     }
 
 
-@pytest.mark.parametrize(
-    "kind", ["garbage", "expired", "other key", "tampered", "alg none", "HS512"]
-)
+@pytest.mark.parametrize("kind", ["garbage", "expired", "other key", "tampered", "alg none", "HS512"])
 def test_invalid_tokens_are_403(auth_service: AuthService, kind: str) -> None:
     secret = auth_service.settings.jwt_secret()
     token = forged_tokens(secret, auth_service.settings.JWT_ISSUER)[kind]
@@ -178,9 +174,7 @@ def raw_request(url: str, header_line: bytes) -> int | None:
         (b"Authorization: Bearer " + b"a" * 8000, 403),
     ],
 )
-def test_odd_headers_never_give_a_500(
-    auth_service: AuthService, header_line: bytes, expected: int
-) -> None:
+def test_odd_headers_never_give_a_500(auth_service: AuthService, header_line: bytes, expected: int) -> None:
     assert raw_request(auth_service.url, header_line) == expected
 
 

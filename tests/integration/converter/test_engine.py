@@ -70,9 +70,7 @@ def test_trim_keeps_only_the_asked_span(engine: ConversionEngine, tmp_path: Path
     assert abs(decode(out).duration - 1.5) < 0.1
 
 
-def test_the_default_track_is_chosen_over_the_first(
-    engine: ConversionEngine, tmp_path: Path
-) -> None:
+def test_the_default_track_is_chosen_over_the_first(engine: ConversionEngine, tmp_path: Path) -> None:
     tracks = (Audio("aac", 22_050, "mono", default=False), Audio("aac", 48_000, default=True))
     source = write_media(tmp_path / "two.mkv", audio=tracks)
     out = tmp_path / "out.mp3"
@@ -80,9 +78,7 @@ def test_the_default_track_is_chosen_over_the_first(
     assert (decode(out).rate, decode(out).channels) == (48_000, 2)
 
 
-def test_without_a_default_track_the_first_is_chosen(
-    engine: ConversionEngine, tmp_path: Path
-) -> None:
+def test_without_a_default_track_the_first_is_chosen(engine: ConversionEngine, tmp_path: Path) -> None:
     tracks = (Audio("aac", 22_050, "mono", default=False), Audio("aac", 48_000, default=False))
     source = write_media(tmp_path / "two.mkv", audio=tracks)
     out = tmp_path / "out.mp3"
@@ -100,9 +96,7 @@ def test_source_tags_are_carried_over(engine: ConversionEngine, tmp_path: Path) 
     assert result.tags == tags
 
 
-def test_streams_in_and_out_are_spooled_not_held_in_memory(
-    engine: ConversionEngine, tmp_path: Path
-) -> None:
+def test_streams_in_and_out_are_spooled_not_held_in_memory(engine: ConversionEngine, tmp_path: Path) -> None:
     source = write_media(tmp_path / "in.mp4")
 
     class Unseekable(io.RawIOBase):
@@ -199,9 +193,7 @@ def test_truncated_mp4_converts_what_is_decodable_and_says_so(
     assert result.source_duration == pytest.approx(6, abs=0.1)
 
 
-def test_truncated_mp4_without_its_index_fails_cleanly(
-    engine: ConversionEngine, tmp_path: Path
-) -> None:
+def test_truncated_mp4_without_its_index_fails_cleanly(engine: ConversionEngine, tmp_path: Path) -> None:
     whole = write_media(tmp_path / "whole.mp4", seconds=6, video=None)  # index at the end
     out = tmp_path / "out.mp3"
     with pytest.raises(NotMediaError, match="moov atom not found"):
@@ -222,9 +214,7 @@ def test_output_size_limit_fails_the_conversion_and_leaves_no_file(tmp_path: Pat
 
 def test_wall_clock_limit_kills_the_child(tmp_path: Path) -> None:
     source = write_media(tmp_path / "in.mp4", seconds=20, video=None)
-    hasty = ConversionEngine(
-        ConversionLimits(wall_seconds_base=0.05, wall_seconds_per_media_second=0)
-    )
+    hasty = ConversionEngine(ConversionLimits(wall_seconds_base=0.05, wall_seconds_per_media_second=0))
     try:
         with pytest.raises(ResourceLimitError, match="took longer than"):
             hasty.convert(source, tmp_path / "out.mp3")

@@ -38,9 +38,7 @@ async def test_published_message_is_handled_once_and_acked(broker: Broker, queue
     assert again == []
 
 
-async def test_permanent_failure_goes_straight_to_the_dead_letters(
-    broker: Broker, queue_name: str
-) -> None:
+async def test_permanent_failure_goes_straight_to_the_dead_letters(broker: Broker, queue_name: str) -> None:
     calls: list[int] = []
 
     async def handler(delivery: Delivery) -> None:
@@ -114,9 +112,7 @@ async def test_many_messages_each_arrive(broker: Broker, queue_name: str) -> Non
 
 
 @pytest.mark.parametrize("prefetch", [1, 2])
-async def test_prefetch_bounds_the_work_in_hand(
-    broker: Broker, queue_name: str, prefetch: int
-) -> None:
+async def test_prefetch_bounds_the_work_in_hand(broker: Broker, queue_name: str, prefetch: int) -> None:
     running, peak, done = 0, 0, 0
 
     async def handler(delivery: Delivery) -> None:

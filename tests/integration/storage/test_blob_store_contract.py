@@ -47,9 +47,7 @@ def test_put_then_stat_and_read_back(store_under_test: StoreUnderTest) -> None:
 
 
 def test_put_from_a_file_object(store_under_test: StoreUnderTest) -> None:
-    info = store_under_test.store.put(
-        io.BytesIO(PAYLOAD), filename="a.mp3", content_type="audio/mpeg"
-    )
+    info = store_under_test.store.put(io.BytesIO(PAYLOAD), filename="a.mp3", content_type="audio/mpeg")
     assert store_under_test.store.stat(info.id).size == len(PAYLOAD)
 
 
@@ -150,3 +148,14 @@ def test_empty_blob_round_trips(store_under_test: StoreUnderTest) -> None:
 
 def test_ping(store_under_test: StoreUnderTest) -> None:
     store_under_test.store.ping()
+
+
+def test_a_blob_can_be_named_before_it_is_written(store_under_test: StoreUnderTest) -> None:
+    store = store_under_test.store
+    chosen = store.new_id()
+    assert not exists(store, chosen)
+    info = store.put(pieces(PAYLOAD), filename="x.mp3", content_type="audio/mpeg", blob_id=chosen)
+    assert info.id == chosen
+    assert store.stat(chosen).size == len(PAYLOAD)
+    with pytest.raises(BlobNotFoundError):
+        store.put(pieces(b"x"), filename="x", content_type="v", blob_id="../escape")

@@ -46,9 +46,7 @@ FileStore(Path(sys.argv[1])).put(slow(), filename="big.mp4", content_type="video
 
 def test_a_writer_killed_midway_leaves_no_visible_blob(tmp_path: Path) -> None:
     root = tmp_path / "blobs"
-    writer = subprocess.Popen(
-        [sys.executable, "-c", WRITER, str(root)], stdout=subprocess.PIPE, text=True
-    )
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(root)], stdout=subprocess.PIPE, text=True)
     assert writer.stdout is not None
     assert writer.stdout.readline().strip() == "writing"
     time.sleep(0.5)
