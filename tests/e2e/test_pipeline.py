@@ -82,11 +82,11 @@ def distributed(mariadb_root: dict[str, object], tmp_path_factory: pytest.TempPa
         ):
             try:
                 for name in ("converter-1", "converter-2"):
-                    stack.workers[name] = start_worker(
-                        ["converter"], env, tmp / f"{name}.log", "converter consuming"
-                    )
+                    args = ["converter", "--health-port", str(free_port())]
+                    stack.workers[name] = start_worker(args, env, tmp / f"{name}.log", "converter consuming")
+                args = ["notification", "--health-port", str(free_port())]
                 stack.workers["notification"] = start_worker(
-                    ["notification"], env, tmp / "notification.log", "notification consuming"
+                    args, env, tmp / "notification.log", "notification consuming"
                 )
                 yield stack
             finally:

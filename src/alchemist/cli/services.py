@@ -12,6 +12,8 @@ import httpx
 import uvicorn
 
 from alchemist.config import Settings
+from alchemist.health import create_health_app
+from alchemist.wiring import Backends
 
 logger = logging.getLogger(__name__)
 ALL_INTERFACES = "0.0.0.0"  # noqa: S104 (services listen on every interface, as the seeds explain)
@@ -31,8 +33,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     converter.add_argument(
         "--grace", type=float, default=grace, help="seconds to finish the job in hand on SIGTERM"
     )
+    converter.add_argument("--health-port", type=int, default=8081, help="/healthz and /readyz (0: off)")
     converter.set_defaults(run=run_converter)
     notification = commands.add_parser("notification", help="run the notification worker")
+    notification.add_argument("--health-port", type=int, default=8082, help="/healthz and /readyz (0: off)")
     notification.set_defaults(run=run_notification)
 
 
@@ -57,16 +61,31 @@ def run_gateway(args: argparse.Namespace) -> int:
     return 0
 
 
-async def wait_for_stop() -> None:
-    """Until SIGTERM or SIGINT."""
+async def wait_for_stop(backends: Backends, health_port: int) -> None:
+    """Serve the health endpoints (when asked) until SIGTERM or SIGINT."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    if not health_port:
+        await stop.wait()
+        return
+    config = uvicorn.Config(create_health_app(backends), host=ALL_INTERFACES, port=health_port,
+                            log_level="warning", lifespan="off")  # fmt: skip
+    server = uvicorn.Server(config)
+    serving = asyncio.ensure_future(server.serve())
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if serving.done() and not server.should_exit:
+        # uvicorn ends by itself only when it could not start (e.g. the port is taken).
+        raise SystemExit(f"health endpoint could not listen on port {health_port}")
+    # Either our handler saw the signal, or uvicorn did (it sets should_exit): stop both.
+    server.should_exit = True
+    await serving
 
 
-async def _converter(concurrency: int, grace: float) -> None:
+async def _converter(concurrency: int, grace: float, health_port: int) -> None:
     from alchemist.converter.worker import ConverterService, build_engine
     from alchemist.wiring import build_backends
 
@@ -77,7 +96,7 @@ async def _converter(concurrency: int, grace: float) -> None:
         service = ConverterService(settings, backends, engine)
         subscription = await service.start(concurrency)
         logger.info("converter consuming %s (concurrency %d)", settings.VIDEO_QUEUE, concurrency)
-        await wait_for_stop()
+        await wait_for_stop(backends, health_port)
         logger.info("stopping: finishing the jobs in hand (up to %.0f s)", grace)
         await subscription.cancel(grace=grace)
     finally:
@@ -88,11 +107,11 @@ async def _converter(concurrency: int, grace: float) -> None:
 
 def run_converter(args: argparse.Namespace) -> int:
     """Convert until SIGTERM; then finish (or hand back) the jobs in hand."""
-    asyncio.run(_converter(args.concurrency, args.grace))
+    asyncio.run(_converter(args.concurrency, args.grace, args.health_port))
     return 0
 
 
-async def _notification() -> None:
+async def _notification(health_port: int) -> None:
     from alchemist.notification.mail import build_sender
     from alchemist.notification.service import NotificationService
     from alchemist.wiring import build_backends
@@ -104,13 +123,13 @@ async def _notification() -> None:
             service = NotificationService(settings, backends, build_sender(settings), http)
             subscription = await service.start()
             logger.info("notification consuming %s", settings.MP3_QUEUE)
-            await wait_for_stop()
+            await wait_for_stop(backends, health_port)
             await subscription.cancel(grace=10)
         finally:
             await backends.close()
 
 
-def run_notification(_args: argparse.Namespace) -> int:
+def run_notification(args: argparse.Namespace) -> int:
     """Notify until SIGTERM."""
-    asyncio.run(_notification())
+    asyncio.run(_notification(args.health_port))
     return 0

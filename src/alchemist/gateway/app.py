@@ -15,7 +15,6 @@ import httpx
 from fastapi import FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import text
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
 from alchemist import __version__, jobs
@@ -26,6 +25,7 @@ from alchemist.gateway.metrics import GatewayMetrics
 from alchemist.gateway.ranges import RangeNotSatisfiableError, parse_range
 from alchemist.gateway.security import Caller, caller_from
 from alchemist.gateway.uploads import UploadError, store_upload
+from alchemist.health import readiness_response
 from alchemist.messaging.base import PublishError
 from alchemist.messaging.messages import VideoUploaded
 from alchemist.storage.base import BlobNotFoundError, iter_range
@@ -241,30 +241,7 @@ def create_app(
 
     @app.get("/readyz", summary="Database, storage and broker are reachable")
     async def readyz(request: Request) -> JSONResponse:
-        found = state(request)
-        checks: dict[str, str] = {}
-
-        def database() -> None:
-            with found.engine.connect() as connection:
-                connection.execute(text("SELECT 1"))
-
-        async def in_thread(check: Callable[[], None]) -> None:
-            await run_in_threadpool(check)
-
-        probes: dict[str, Callable[[], Awaitable[None]]] = {
-            "database": lambda: in_thread(database),
-            "videos": lambda: in_thread(found.videos.ping),
-            "mp3s": lambda: in_thread(found.mp3s.ping),
-            "broker": found.broker.ping,
-        }
-        for name, probe in probes.items():
-            try:
-                await probe()
-                checks[name] = "ok"
-            except Exception as exc:  # any failure means not ready; say which
-                checks[name] = f"unavailable: {exc}"
-        ready = all(value == "ok" for value in checks.values())
-        return JSONResponse({"status": "ok" if ready else "unavailable", **checks}, 200 if ready else 503)
+        return await readiness_response(state(request))
 
     @app.get("/metrics", summary="Prometheus metrics")
     async def metrics(request: Request) -> Response:
