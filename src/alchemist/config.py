@@ -15,6 +15,28 @@ MIN_JWT_SECRET_LENGTH = 32
 JWT_SECRET_FILE = "jwt_secret"  # noqa: S105 (a file name)
 
 
+_DATABASE = ("MYSQL_HOST", "MYSQL_PORT", "MYSQL_USER", "MYSQL_PASSWORD", "MYSQL_DB")
+_BROKER = ("RABBITMQ_HOST|AMQP_URL", "RABBITMQ_USER|AMQP_URL", "RABBITMQ_PASSWORD|AMQP_URL")
+# What each service needs from its environment when it runs apart (containers); "A|B" means
+# either. Deployment manifests are checked against this in the tests.
+SERVICE_SETTINGS: dict[str, tuple[str, ...]] = {
+    "migrate": _DATABASE,
+    "auth": (*_DATABASE, "JWT_SECRET"),
+    "gateway": (*_DATABASE, *_BROKER, "JWT_SECRET", "AUTH_SVC_ADDRESS", "VIDEO_QUEUE", "MONGODB_URI"),
+    "converter": (*_DATABASE, *_BROKER, "VIDEO_QUEUE", "MP3_QUEUE", "MONGODB_URI"),
+    "notification": (
+        *_DATABASE,
+        *_BROKER,
+        "MP3_QUEUE",
+        "PUBLIC_URL",
+        "SMTP_HOST",
+        "JWT_SECRET|WEBHOOK_SECRET",
+    ),
+}
+# Read from the environment outside Settings (by the image, the engine or the CLI).
+OTHER_VARIABLES = ("HEALTH_URL", "ALCHEMIST_SPOOL_DIR", "ALCHEMIST_SHUTDOWN_GRACE")
+
+
 class ConfigError(Exception):
     """The configuration cannot work; the message says what to set."""
 
