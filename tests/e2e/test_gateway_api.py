@@ -1,0 +1,186 @@
+"""The gateway's API beyond the seeds' session, against `alchemist up`: auth errors, ranges,
+events, metrics, webhooks and malformed uploads."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import free_port, running
+from tests.media import write_media
+
+
+@dataclass
+class Up:
+    url: str
+    token: str
+    data_dir: Path
+    jwt_secret: str
+
+
+@pytest.fixture(scope="module")
+def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
+    tmp = tmp_path_factory.mktemp("up")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MYSQL_", "JWT_", "SMTP_", "AMQP"))}
+    env["ALCHEMIST_DATA_DIR"] = str(tmp / "data")
+    url = f"http://127.0.0.1:{port}"
+    with running(["up", "--host", "127.0.0.1", "--port", str(port)], env, f"{url}/readyz", tmp / "up.log"):
+        password = (tmp / "up.log").read_text().split("with password ")[1].split()[0]
+        token = httpx.post(f"{url}/login", auth=("admin@alchemist.local", password)).text
+        secret = (tmp / "data" / "jwt_secret").read_text().strip()
+        yield Up(url, token, tmp / "data", secret)
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def upload(up: Up, path: Path, **fields: str) -> httpx.Response:
+    with path.open("rb") as handle:
+        return httpx.post(f"{up.url}/upload", files={"file": (path.name, handle, "video/mp4")}, data=fields,
+                          headers=bearer(up.token), timeout=60)  # fmt: skip
+
+
+def wait_done(up: Up, job_id: str) -> dict[str, object]:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        job: dict[str, object] = httpx.get(f"{up.url}/api/v1/jobs/{job_id}", headers=bearer(up.token)).json()
+        if job["status"] in ("done", "failed"):
+            return job
+        time.sleep(0.1)
+    raise AssertionError(job_id)
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [({}, 401), ({"Authorization": "Basic YTpi"}, 401), ({"Authorization": "Bearer a.b.c"}, 403)],
+)
+def test_every_protected_route_checks_the_token(up: Up, headers: dict[str, str], status: int) -> None:
+    for method, path in (("POST", "/upload"), ("GET", "/download?fid=x"), ("GET", "/api/v1/jobs"),
+                         ("GET", "/api/v1/jobs/x"), ("DELETE", "/api/v1/jobs/x")):  # fmt: skip
+        response = httpx.request(method, f"{up.url}{path}", headers=headers)
+        assert response.status_code == status, (method, path)
+        assert "detail" in response.json()
+
+
+def test_login_errors_are_forwarded_from_auth(up: Up) -> None:
+    wrong = httpx.post(f"{up.url}/login", auth=("admin@alchemist.local", "wrong password"))
+    assert wrong.status_code == 401
+    assert wrong.json() == {"detail": "Invalid credentials"}
+    assert httpx.post(f"{up.url}/login").status_code == 401
+
+
+def test_malformed_uploads_are_400(up: Up) -> None:
+    cases = {
+        "not multipart": ({"Content-Type": "application/json"}, b"{}", "multipart/form-data"),
+        "no closing boundary": (
+            {"Content-Type": "multipart/form-data; boundary=XX"},
+            b'--XX\r\nContent-Disposition: form-data; name="file"; filename="a.mp4"\r\n\r\nabc',
+            "ended before its closing boundary",
+        ),
+        "file under another name": (
+            {"Content-Type": "multipart/form-data; boundary=XX"},
+            b'--XX\r\nContent-Disposition: form-data; name="video"; filename="a.mp4"\r\n\r\n'
+            b"abc\r\n--XX--\r\n",
+            "send the video as 'file'",
+        ),
+    }
+    before = sorted((up.data_dir / "videos").rglob("*"))
+    for name, (headers, body, detail) in cases.items():
+        response = httpx.post(f"{up.url}/upload", headers={**headers, **bearer(up.token)}, content=body)
+        assert response.status_code == 400, name
+        assert detail in response.json()["detail"], (name, response.text)
+    after = [p for p in sorted((up.data_dir / "videos").rglob("*")) if ".incoming" not in p.parts]
+    assert after == [p for p in before if ".incoming" not in p.parts]
+
+
+def test_ranges_events_and_metrics(up: Up, tmp_path: Path) -> None:
+    clip = write_media(tmp_path / "ränge clip.mp4", seconds=2)
+    job_id = upload(up, clip).json()["job_id"]
+    with httpx.stream(
+        "GET", f"{up.url}/api/v1/jobs/{job_id}/events", headers=bearer(up.token), timeout=60
+    ) as events:
+        assert events.headers["content-type"].startswith("text/event-stream")
+        payloads = [json.loads(line[5:]) for line in events.iter_lines() if line.startswith("data:")]
+    assert payloads[-1]["status"] == "done"
+    fid = payloads[-1]["mp3_fid"]
+    whole = httpx.get(f"{up.url}/download", params={"fid": fid}, headers=bearer(up.token))
+    assert whole.headers["content-type"] == "audio/mpeg"
+    assert "filename*=UTF-8''r%C3%A4nge%20clip.mp3" in whole.headers["content-disposition"]
+    size = len(whole.content)
+    part = httpx.get(
+        f"{up.url}/download", params={"fid": fid}, headers={**bearer(up.token), "Range": "bytes=-100"}
+    )
+    assert part.status_code == 206
+    assert part.headers["content-range"] == f"bytes {size - 100}-{size - 1}/{size}"
+    assert part.content == whole.content[-100:]
+    beyond = httpx.get(
+        f"{up.url}/download", params={"fid": fid}, headers={**bearer(up.token), "Range": f"bytes={size}-"}
+    )
+    assert beyond.status_code == 416
+    assert beyond.headers["content-range"] == f"bytes */{size}"
+    metrics = httpx.get(f"{up.url}/metrics").text
+    assert 'alchemist_jobs{status="done"}' in metrics
+    assert 'alchemist_http_requests_total{method="GET",route="/download",status="206"} 1.0' in metrics
+    assert "alchemist_queue_lag_seconds" in metrics
+    assert httpx.get(f"{up.url}/docs").status_code == 200
+
+
+@dataclass
+class WebhookReceiver:
+    fail_first: int
+    calls: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+
+    def serve(self) -> tuple[ThreadingHTTPServer, str]:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.calls.append((dict(self.headers), body))
+                self.send_response(500 if len(receiver.calls) <= receiver.fail_first else 204)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        return server, f"http://127.0.0.1:{server.server_port}/hook"
+
+
+def test_webhooks_are_signed_and_retried(up: Up, tmp_path: Path) -> None:
+    receiver = WebhookReceiver(fail_first=1)
+    server, hook = receiver.serve()
+    try:
+        job_id = upload(up, write_media(tmp_path / "hooked.mp4"), webhook_url=hook).json()["job_id"]
+        wait_done(up, job_id)
+        deadline = time.monotonic() + 30
+        while len(receiver.calls) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        server.shutdown()
+    assert len(receiver.calls) == 2  # one 500, one retry that succeeded, nothing after
+    headers, body = receiver.calls[-1]
+    expected = hmac.new(up.jwt_secret.encode(), body, hashlib.sha256).hexdigest()
+    assert headers["X-Alchemist-Signature"] == f"sha256={expected}"
+    assert json.loads(body)["id"] == job_id
+    assert json.loads(body)["status"] == "done"
+
+
+def test_a_webhook_must_be_http(up: Up, tmp_path: Path) -> None:
+    response = upload(up, write_media(tmp_path / "x.mp4"), webhook_url="file:///etc/passwd")
+    assert response.status_code == 400
+    assert "webhook_url must be an http" in response.json()["detail"]
