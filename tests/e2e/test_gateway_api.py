@@ -184,3 +184,30 @@ def test_a_webhook_must_be_http(up: Up, tmp_path: Path) -> None:
     response = upload(up, write_media(tmp_path / "x.mp4"), webhook_url="file:///etc/passwd")
     assert response.status_code == 400
     assert "webhook_url must be an http" in response.json()["detail"]
+
+
+def test_convert_with_a_server_uploads_follows_and_downloads(up: Up, tmp_path: Path) -> None:
+    from tests.e2e.conftest import alchemist
+
+    good = write_media(tmp_path / "good.mp4", seconds=2)
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video\n")
+    password = (up.data_dir.parent / "up.log").read_text().split("with password ")[1].split()[0]
+    env = {**os.environ, "ALCHEMIST_PASSWORD": password, "COLUMNS": "200"}
+    out = tmp_path / "out"
+    done = alchemist("convert", str(good), str(text), "-o", str(out), "--server", up.url,
+                     "--user", "admin@alchemist.local", env=env)  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert f"failed: {text}: not a media file" in done.stderr
+    from tests.media import decode
+
+    assert abs(decode(out / "good.mp3").duration - 2) < 0.1
+    assert not (out / "notes.mp3").exists()
+    refused = alchemist("convert", str(good), "-o", str(out), "--server", up.url,
+                        "--user", "admin@alchemist.local", env=env)  # fmt: skip
+    assert refused.returncode == 1
+    assert "exists (use --force to overwrite)" in refused.stderr
+    wrong = alchemist("convert", str(good), "--server", up.url, "--user", "admin@alchemist.local",
+                      env={**env, "ALCHEMIST_PASSWORD": "wrong"})  # fmt: skip
+    assert wrong.returncode == 1
+    assert "login failed: Invalid credentials" in wrong.stderr

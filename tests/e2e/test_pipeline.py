@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from alchemist.converter.ffmpeg import ffmpeg_executable
@@ -221,8 +222,13 @@ def test_a_converter_killed_mid_conversion_still_yields_one_mp3_and_one_email(
     assert victim is not None, "no converter started the job"
     time.sleep(0.5)
     assert distributed.job(token, job_id)["status"] == "converting"
+    children = psutil.Process(distributed.workers[victim].process.pid).children(recursive=True)
+    assert any("ffmpeg" in child.name() for child in children)
     distributed.workers[victim].process.send_signal(signal.SIGKILL)
     distributed.workers[victim].process.wait()
+    # Its ffmpeg and reader children die with it: nothing keeps converting for nobody.
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert alive == []
     job = distributed.wait_until_finished(token, job_id, timeout=180)
     assert job["status"] == "done", job
     assert job["attempts"] == 2

@@ -7,13 +7,13 @@ import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
+from rich.progress import Progress
 
+from alchemist.cli.output import Outcome, progress_bars, refusal, summary
+from alchemist.cli.remote import run_remote
 from alchemist.converter.engine import ConversionEngine
 from alchemist.converter.errors import ConversionError
 from alchemist.converter.options import ConversionOptions, InvalidOptionsError
@@ -37,20 +37,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="conversions at once (default: one per core)",
     )
     convert.add_argument("--force", action="store_true", help="overwrite existing MP3s")
+    convert.add_argument("--server", metavar="URL", help="convert on an Audio Alchemist server instead")
+    convert.add_argument("--user", help="email to log in with (--server; or ALCHEMIST_USER)")
     convert.set_defaults(run=run_convert)
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """One file's result: its output and duration, or why it failed."""
-
-    source: Path
-    output: Path
-    seconds: float = 0.0
-    elapsed: float = 0.0
-    output_bytes: int = 0
-    error: str | None = None
-    warning: str | None = None
 
 
 def run_convert(args: argparse.Namespace) -> int:
@@ -65,9 +54,11 @@ def run_convert(args: argparse.Namespace) -> int:
         console.print(f"alchemist convert: {exc}")
         return 2
     targets = _plan(args.videos, args.output_dir)
+    if args.server:
+        return run_remote(args, targets)
     engine = ConversionEngine()
     try:
-        with _progress(console) as progress, ThreadPoolExecutor(max(1, args.jobs)) as pool:
+        with progress_bars(console) as progress, ThreadPoolExecutor(max(1, args.jobs)) as pool:
             futures = [
                 pool.submit(_convert_one, engine, source, output, options, args.force, progress)
                 for source, output in targets
@@ -75,7 +66,7 @@ def run_convert(args: argparse.Namespace) -> int:
             outcomes = [future.result() for future in futures]
     finally:
         engine.close()
-    _summary(outcomes)
+    summary(outcomes)
     failed = [o for o in outcomes if o.error]
     for outcome in failed:
         print(f"failed: {outcome.source}: {outcome.error}", file=sys.stderr)
@@ -84,13 +75,6 @@ def run_convert(args: argparse.Namespace) -> int:
 
 def _plan(videos: list[Path], output_dir: Path | None) -> list[tuple[Path, Path]]:
     return [(video, (output_dir or video.parent) / f"{video.stem}.mp3") for video in videos]
-
-
-def _progress(console: Console) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-        TimeRemainingColumn(), console=console, transient=False,
-    )  # fmt: skip
 
 
 def _convert_one(
@@ -102,10 +86,10 @@ def _convert_one(
     progress: Progress,
 ) -> Outcome:
     task = progress.add_task(source.name, total=None)
-    refusal = _refusal(source, output, force)
-    if refusal:
+    reason = refusal(source, output, force)
+    if reason:
         progress.update(task, description=f"{source.name} [red]skipped")
-        return Outcome(source, output, error=refusal)
+        return Outcome(source, output, error=reason)
     started = time.monotonic()
 
     def report(done: float, total: float | None) -> None:
@@ -122,28 +106,3 @@ def _convert_one(
         source, output, seconds=result.duration, elapsed=time.monotonic() - started,
         output_bytes=result.output_bytes, warning=result.warning,
     )  # fmt: skip
-
-
-def _refusal(source: Path, output: Path, force: bool) -> str | None:
-    if not source.is_file():
-        return "no such file"
-    if output.resolve() == source.resolve():
-        return "the MP3 would replace the input; choose another --output-dir"
-    if output.exists() and not force:
-        return f"{output} exists (use --force to overwrite)"
-    return None
-
-
-def _summary(outcomes: list[Outcome]) -> None:
-    table = Table(title="alchemist convert")
-    for column in ("in", "out", "duration", "speed", "note"):
-        table.add_column(column)
-    for o in outcomes:
-        if o.error:
-            table.add_row(str(o.source), "—", "—", "—", f"[red]{o.error}")
-            continue
-        speed = f"{o.seconds / o.elapsed:.0f}x" if o.elapsed else "—"
-        table.add_row(
-            str(o.source), str(o.output), f"{o.seconds:.1f} s", speed, o.warning or "",
-        )  # fmt: skip
-    Console().print(table)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import resource
 import selectors
+import shutil
 import signal
 import subprocess
 import time
@@ -42,7 +44,7 @@ def run_ffmpeg(
 ) -> ChildOutcome:
     """Run ffmpeg in its own process group; raise a ConversionError when it fails."""
     process = subprocess.Popen(
-        command,
+        [*_die_with_parent(), *command],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -58,6 +60,16 @@ def run_ffmpeg(
     finally:
         _kill_group(process)
     return _outcome(process.returncode, seconds_done, stderr, timed_out, limits)
+
+
+@functools.cache
+def _die_with_parent() -> tuple[str, ...]:
+    """A prefix that makes the child die with us (util-linux setpriv), where there is one.
+
+    Without it, a worker killed with SIGKILL would leave its ffmpeg running to the end.
+    """
+    setpriv = shutil.which("setpriv")
+    return (setpriv, "--pdeathsig", "KILL", "--") if setpriv else ()
 
 
 def _pump(
