@@ -26,13 +26,35 @@ def _open_input(path: str) -> Any:
     return av.open("file:" + path, options=options)
 
 
+class _KeptOpen:
+    """The last described file, kept open when it has MP3 audio: a remux usually follows."""
+
+    path: str | None = None
+    container: Any = None
+
+    @classmethod
+    def take(cls, path: str) -> Any:
+        container, kept = cls.container, cls.path
+        cls.path, cls.container = None, None
+        if container is not None and kept != path:
+            container.close()
+            return None
+        return container
+
+    @classmethod
+    def keep(cls, path: str, container: Any) -> None:
+        cls.take("")
+        cls.path, cls.container = path, container
+
+
 def describe(path: str) -> dict[str, Any]:
     """What the converter needs to know about one file, or the reason it can't be read."""
+    _KeptOpen.take("")
     try:
         container = _open_input(path)
     except av.error.FFmpegError as exc:
         return {"ok": False, "error": "not_media", "message": str(exc)}
-    with container:
+    try:
         audio = [
             {
                 "index": stream.index,
@@ -46,7 +68,7 @@ def describe(path: str) -> dict[str, Any]:
             for stream in container.streams.audio
         ]
         duration = container.duration / 1_000_000 if container.duration else None
-        return {
+        described = {
             "ok": True,
             "format": container.format.name,
             "duration": duration,
@@ -55,14 +77,25 @@ def describe(path: str) -> dict[str, Any]:
             "has_video": bool(container.streams.video),
             "stream_count": len(container.streams),
         }
+    except BaseException:
+        container.close()
+        raise
+    if any(track["codec"] == "mp3" for track in audio):
+        _KeptOpen.keep(path, container)  # saves opening it again for the remux
+    else:
+        container.close()
+    return described
 
 
 def remux(path: str, index: int, destination: str, tags: dict[str, str]) -> dict[str, Any]:
     """Copy one MP3 track into an MP3 file without decoding it (other streams never read)."""
     first, last = None, 0
+    kept = _KeptOpen.take(path)
     try:
+        if kept is not None:
+            kept.seek(0)
         with (
-            _open_input(path) as source,
+            kept or _open_input(path) as source,
             av.open(
                 "file:" + destination, "w", format="mp3",
                 options={"id3v2_version": "3", "write_xing": "1"},
