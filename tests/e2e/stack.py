@@ -112,6 +112,7 @@ class Stack:
     data_dir: Path
     mail: MailCatcher | None
     workers: dict[str, Worker] = field(default_factory=dict)
+    auth_process: subprocess.Popen[bytes] | None = None
 
     def login(self, user: str, password: str) -> str:
         token = curl("-X", "POST", f"{self.url}/login", "-u", f"{user}:{password}").stdout

@@ -135,6 +135,11 @@ def test_ranges_events_and_metrics(up: Up, tmp_path: Path) -> None:
     assert 'alchemist_jobs{status="done"}' in metrics
     assert 'alchemist_http_requests_total{method="GET",route="/download",status="206"} 1.0' in metrics
     assert "alchemist_queue_lag_seconds" in metrics
+    assert "alchemist_conversions_total" in metrics
+    seconds = [
+        line for line in metrics.splitlines() if line.startswith("alchemist_conversion_seconds_total ")
+    ]
+    assert seconds and float(seconds[0].split()[1]) > 0
     assert httpx.get(f"{up.url}/docs").status_code == 200
 
 

@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import psutil
 import pytest
 
@@ -78,9 +79,10 @@ def distributed(mariadb_root: dict[str, object], tmp_path_factory: pytest.TempPa
         auth_args = ["auth", "--host", "127.0.0.1", "--port", str(auth_port)]
         gateway_args = ["gateway", "--host", "127.0.0.1", "--port", str(gateway_port)]
         with (
-            running(auth_args, env, f"http://127.0.0.1:{auth_port}/healthz", tmp / "auth.log"),
+            running(auth_args, env, f"http://127.0.0.1:{auth_port}/healthz", tmp / "auth.log") as auth,
             running(gateway_args, env, f"{stack.url}/healthz", tmp / "gateway.log"),
         ):
+            stack.auth_process = auth
             try:
                 for name in ("converter-1", "converter-2"):
                     args = ["converter", "--health-port", str(free_port())]
@@ -193,6 +195,23 @@ def test_bad_uploads_get_precise_errors_and_leave_nothing_behind(
     referenced = {j["video_fid"] for j in listed} | {j["mp3_fid"] for j in listed if j["mp3_fid"]}  # type: ignore[index]
     on_disk = stored_blobs(distributed.data_dir / "videos") | stored_blobs(distributed.data_dir / "mp3s")
     assert on_disk == referenced  # every stored file belongs to a job
+
+
+def test_an_authorised_request_costs_no_round_trip_to_auth(distributed: Stack) -> None:
+    token = distributed.login(*ANN)
+    assert distributed.auth_process is not None
+    os.kill(distributed.auth_process.pid, signal.SIGSTOP)  # auth can answer nothing now
+    try:
+        listed = httpx.get(f"{distributed.url}/api/v1/jobs", headers={"Authorization": f"Bearer {token}"},
+                           timeout=5)  # fmt: skip
+        forged = httpx.get(
+            f"{distributed.url}/api/v1/jobs", headers={"Authorization": "Bearer a.b.c"}, timeout=5
+        )
+    finally:
+        os.kill(distributed.auth_process.pid, signal.SIGCONT)
+    assert listed.status_code == 200
+    assert "jobs" in listed.json()
+    assert forged.status_code == 403
 
 
 def long_audio(path: Path, seconds: int) -> Path:

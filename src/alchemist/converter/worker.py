@@ -21,7 +21,7 @@ from alchemist.config import Settings
 from alchemist.converter.engine import ConversionEngine
 from alchemist.converter.errors import ConversionError
 from alchemist.converter.options import ConversionLimits, ConversionResult
-from alchemist.db.engine import transaction
+from alchemist.db.engine import run_in_transaction, transaction
 from alchemist.db.models import Job, JobStatus
 from alchemist.messaging.base import Delivery, PermanentFailure, Subscription
 from alchemist.messaging.messages import Mp3Ready, ValidationError, VideoUploaded
@@ -52,14 +52,15 @@ class ConverterService:
             message = VideoUploaded.model_validate(delivery.body)
         except ValidationError as exc:
             raise PermanentFailure(f"not a video message: {exc}") from exc
-        job = await asyncio.to_thread(self._load, message.job_id)
+        sessions = self.backends.sessions
+        job = await run_in_transaction(sessions, jobs.get_job, message.job_id)
         if job is None:
             logger.info("job %s was deleted; nothing to convert", message.job_id)
             return
         if job.status in (JobStatus.DONE, JobStatus.FAILED):
             await self._announce(job)  # a redelivery after a crash past the commit
             return
-        if not await asyncio.to_thread(self._start, job.id):
+        if not await run_in_transaction(sessions, jobs.start_attempt, job.id):
             return
         logger.info("converting job %s (attempt %d)", job.id, delivery.attempt)
         try:
@@ -73,21 +74,16 @@ class ConverterService:
             if delivery.attempt >= self.settings.MAX_ATTEMPTS:
                 await self._give_up(job, f"conversion failed after {delivery.attempt} attempts: {exc}")
             raise
-        winner = await asyncio.to_thread(self._finish, job.id, mp3_fid, result, seconds)
+        winner = await run_in_transaction(
+            sessions, jobs.finish, job.id, mp3_fid=mp3_fid, seconds=seconds,
+            duration=result.duration if result else 0.0, warning=result.warning if result else None,
+        )  # fmt: skip
         if winner != mp3_fid:
             # The job was deleted, or another attempt finished first: ours would be an orphan.
             await asyncio.to_thread(self.backends.mp3s.delete, mp3_fid)
-        done = await asyncio.to_thread(self._load, job.id)
+        done = await run_in_transaction(sessions, jobs.get_job, job.id)
         if done is not None:
             await self._announce(done)
-
-    def _load(self, job_id: str) -> Job | None:
-        with transaction(self.backends.sessions) as session:
-            return jobs.get_job(session, job_id)
-
-    def _start(self, job_id: str) -> bool:
-        with transaction(self.backends.sessions) as session:
-            return jobs.start_attempt(session, job_id)
 
     def _convert(self, job: Job) -> tuple[str, ConversionResult | None, float]:
         """Reuse a complete MP3 from an attempt that died, else convert into a named blob."""
@@ -130,23 +126,9 @@ class ConverterService:
 
         return write
 
-    def _finish(
-        self, job_id: str, mp3_fid: str, result: ConversionResult | None, seconds: float
-    ) -> str | None:
-        with transaction(self.backends.sessions) as session:
-            return jobs.finish(
-                session, job_id, mp3_fid=mp3_fid,
-                duration=result.duration if result else 0.0, seconds=seconds,
-                warning=result.warning if result else None,
-            )  # fmt: skip
-
     async def _give_up(self, job: Job, reason: str) -> None:
-        def fail() -> None:
-            with transaction(self.backends.sessions) as session:
-                jobs.fail(session, job.id, reason)
-
-        await asyncio.to_thread(fail)
-        failed = await asyncio.to_thread(self._load, job.id)
+        await run_in_transaction(self.backends.sessions, jobs.fail, job.id, reason)
+        failed = await run_in_transaction(self.backends.sessions, jobs.get_job, job.id)
         if failed is not None:
             await self._announce(failed)
 

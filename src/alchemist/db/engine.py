@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session, sessionmaker
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 def build_engine(url: URL) -> Engine:
@@ -37,3 +41,18 @@ def transaction(sessions: sessionmaker[Session]) -> Iterator[Session]:
     """The one place that commits: a session committed on success, rolled back on error."""
     with sessions() as session, session.begin():
         yield session
+
+
+async def run_in_transaction(
+    sessions: sessionmaker[Session],
+    work: Callable[Concatenate[Session, P], T],
+    *args: P.args,
+    **kwargs: P.kwargs,
+) -> T:
+    """`work(session, ...)` in one transaction, in a worker thread (blocking I/O off the loop)."""
+
+    def run() -> T:
+        with transaction(sessions) as session:
+            return work(session, *args, **kwargs)
+
+    return await asyncio.to_thread(run)

@@ -19,7 +19,7 @@ from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
 from alchemist import __version__, jobs
 from alchemist.config import Settings
-from alchemist.db.engine import transaction
+from alchemist.db.engine import run_in_transaction, transaction
 from alchemist.db.models import Job, JobStatus
 from alchemist.gateway.metrics import GatewayMetrics
 from alchemist.gateway.ranges import RangeNotSatisfiableError, parse_range
@@ -120,15 +120,11 @@ def create_app(
             await run_in_threadpool(found.videos.delete, stored.blob.id)
             raise HTTPException(400, "webhook_url must be an http:// or https:// URL")
 
-        def record() -> Job:
-            with transaction(found.sessions) as session:
-                return jobs.create_job(
-                    session, owner=user.username, filename=stored.blob.filename,
-                    video_fid=stored.blob.id, video_bytes=stored.blob.size, webhook_url=webhook,
-                )  # fmt: skip
-
         try:
-            job = await run_in_threadpool(record)
+            job = await run_in_transaction(
+                found.sessions, jobs.create_job, owner=user.username, filename=stored.blob.filename,
+                video_fid=stored.blob.id, video_bytes=stored.blob.size, webhook_url=webhook,
+            )  # fmt: skip
         except Exception:
             await run_in_threadpool(found.videos.delete, stored.blob.id)
             raise
@@ -148,11 +144,7 @@ def create_app(
         user = caller(request)
         found = state(request)
 
-        def lookup() -> Job | None:
-            with transaction(found.sessions) as session:
-                return jobs.job_by_mp3(session, fid, user.username, user.admin)
-
-        job = await run_in_threadpool(lookup)
+        job = await run_in_transaction(found.sessions, jobs.job_by_mp3, fid, user.username, user.admin)
         if job is None:
             raise HTTPException(404, f"no MP3 with fid {fid!r}")
         try:
@@ -173,7 +165,7 @@ def create_app(
         if span:
             headers["Content-Range"] = f"bytes {start}-{end}/{info.size}"
         headers["Content-Length"] = str(max(0, end - start + 1))
-        body = iterate_in_threadpool(iter_range(found.mp3s, fid, start, end)) if info.size else _empty()
+        body = iterate_in_threadpool(iter_range(found.mp3s, fid, start, end))  # empty span: no bytes
         return StreamingResponse(body, status_code=status, media_type="audio/mpeg", headers=headers)
 
     @app.get("/api/v1/jobs", summary="Your jobs, newest first (admins: everyone's with all=true)")
@@ -182,11 +174,8 @@ def create_app(
         found = state(request)
         owner = None if (all and user.admin) else user.username
 
-        def query() -> list[dict[str, Any]]:
-            with transaction(found.sessions) as session:
-                return [jobs.job_json(job) for job in jobs.list_jobs(session, owner)]
-
-        return {"jobs": await run_in_threadpool(query)}
+        listed = await run_in_transaction(found.sessions, jobs.list_jobs, owner)
+        return {"jobs": [jobs.job_json(job) for job in listed]}
 
     @app.get("/api/v1/jobs/{job_id}", summary="One job")
     async def get_job(request: Request, job_id: str) -> dict[str, Any]:
@@ -207,7 +196,7 @@ def create_app(
         async def events() -> AsyncIterator[str]:
             last: str | None = None
             while True:
-                job = await run_in_threadpool(_load, found, job_id)
+                job = await run_in_transaction(found.sessions, jobs.get_job, job_id)
                 if job is None:
                     yield "event: deleted\ndata: {}\n\n"
                     return
@@ -226,11 +215,7 @@ def create_app(
         user = caller(request)
         found = state(request)
 
-        def query() -> Job | None:
-            with transaction(found.sessions) as session:
-                return jobs.visible_job(session, job_id, user.username, user.admin)
-
-        job = await run_in_threadpool(query)
+        job = await run_in_transaction(found.sessions, jobs.visible_job, job_id, user.username, user.admin)
         if job is None:
             raise HTTPException(404, f"no job {job_id!r}")
         return job
@@ -252,11 +237,6 @@ def create_app(
     return app
 
 
-def _load(found: Backends, job_id: str) -> Job | None:
-    with transaction(found.sessions) as session:
-        return jobs.get_job(session, job_id)
-
-
 def _forget(found: Backends, job: Job) -> None:
     """Delete a job's files, then its record (a failure leaves a record the user can retry)."""
     for store, fid in ((found.mp3s, job.mp3_fid), (found.mp3s, job.pending_mp3_fid),
@@ -272,8 +252,3 @@ def _forget(found: Backends, job: Job) -> None:
 def _attachment(name: str) -> str:
     ascii_name = name.encode("ascii", "replace").decode().replace('"', "'").replace("?", "_")
     return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name)}"
-
-
-async def _empty() -> AsyncIterator[bytes]:
-    if False:  # pragma: no cover - an async generator that yields nothing
-        yield b""

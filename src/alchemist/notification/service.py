@@ -16,10 +16,11 @@ from email.message import EmailMessage
 from urllib.parse import quote
 
 import httpx
+from sqlalchemy.orm import Session
 
 from alchemist import jobs
 from alchemist.config import Settings
-from alchemist.db.engine import transaction
+from alchemist.db.engine import run_in_transaction
 from alchemist.db.models import Job, JobStatus
 from alchemist.messaging.base import Delivery, PermanentFailure, Subscription
 from alchemist.messaging.messages import Mp3Ready, ValidationError
@@ -49,26 +50,16 @@ class NotificationService:
             message = Mp3Ready.model_validate(delivery.body)
         except ValidationError as exc:
             raise PermanentFailure(f"not an mp3 message: {exc}") from exc
-        job = await asyncio.to_thread(self._claim, message.job_id)
+        job = await run_in_transaction(self.backends.sessions, _claim, message.job_id)
         if job is None:
             return  # already notified, or the job was deleted
         try:
             await asyncio.to_thread(self.mail.send, self.email_for(job))
         except Exception:
-            await asyncio.to_thread(self._release, job.id)
+            await run_in_transaction(self.backends.sessions, jobs.release_notification, job.id)
             raise
         if job.webhook_url:
             await self._call_webhook(job)
-
-    def _claim(self, job_id: str) -> Job | None:
-        with transaction(self.backends.sessions) as session:
-            if not jobs.claim_notification(session, job_id):
-                return None
-            return jobs.get_job(session, job_id)
-
-    def _release(self, job_id: str) -> None:
-        with transaction(self.backends.sessions) as session:
-            jobs.release_notification(session, job_id)
 
     def email_for(self, job: Job) -> EmailMessage:
         """The email telling the owner how their job ended."""
@@ -110,3 +101,8 @@ class NotificationService:
                 logger.error("webhook for job %s gave up after %d attempts", job.id, attempt)
                 return
             await asyncio.sleep(delay)
+
+
+def _claim(session: Session, job_id: str) -> Job | None:
+    """The job, if this caller is the one to notify its owner (once per job)."""
+    return jobs.get_job(session, job_id) if jobs.claim_notification(session, job_id) else None
