@@ -7,7 +7,7 @@ import secrets
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 
@@ -30,7 +30,7 @@ SERVICE_SETTINGS: dict[str, tuple[str, ...]] = {
         "MP3_QUEUE",
         "PUBLIC_URL",
         "SMTP_HOST",
-        "JWT_SECRET|WEBHOOK_SECRET",
+        "JWT_SECRET",
     ),
 }
 # Read from the environment outside Settings (by the image, the engine or the CLI).
@@ -65,6 +65,7 @@ class Settings(BaseSettings):
 
     AUTH_SVC_ADDRESS: str = "127.0.0.1:5000"
     PUBLIC_URL: str = "http://localhost:8080"
+    DOWNLOAD_LINK_TTL_SECONDS: int = Field(default=7 * 86_400, ge=60)
     MAX_UPLOAD_BYTES: int = 2 << 30
     MAX_MEDIA_SECONDS: float = 4 * 3600
 

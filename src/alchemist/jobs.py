@@ -52,9 +52,30 @@ def job_by_mp3(session: Session, mp3_fid: str, user: str, admin: bool) -> Job | 
     return job if job is not None and (admin or job.owner == user) else None
 
 
-def list_jobs(session: Session, owner: str | None, limit: int = 100) -> list[Job]:
+def list_jobs(session: Session, owner: str | None, limit: int = 100, offset: int = 0) -> list[Job]:
     """Newest first; every owner's when owner is None (admins)."""
-    query = select(Job).order_by(Job.created_at.desc(), Job.id).limit(limit)
+    query = select(Job).order_by(Job.created_at.desc(), Job.id).limit(limit).offset(offset)
+    if owner is not None:
+        query = query.where(Job.owner == owner)
+    return list(session.scalars(query))
+
+
+def count_jobs(session: Session, owner: str | None) -> int:
+    """How many jobs `list_jobs` pages through."""
+    query = select(func.count()).select_from(Job)
+    if owner is not None:
+        query = query.where(Job.owner == owner)
+    return int(session.scalar(query) or 0)
+
+
+def page_jobs(session: Session, owner: str | None, limit: int, offset: int) -> tuple[list[Job], int]:
+    """One page of jobs, newest first, and how many there are in all."""
+    return list_jobs(session, owner, limit, offset), count_jobs(session, owner)
+
+
+def changed_since(session: Session, owner: str | None, since: datetime, limit: int = 200) -> list[Job]:
+    """Jobs created or changed at or after `since`, oldest change first (the live list)."""
+    query = select(Job).where(Job.updated_at >= since).order_by(Job.updated_at, Job.id).limit(limit)
     if owner is not None:
         query = query.where(Job.owner == owner)
     return list(session.scalars(query))
@@ -170,8 +191,16 @@ def conversion_totals(session: Session) -> tuple[int, float]:
     return int(row[0]), float(row[1] or 0.0)
 
 
-def job_json(job: Job) -> dict[str, Any]:
+def as_utc(moment: datetime | None) -> datetime | None:
+    """A stored timestamp in UTC with its offset (SQLite hands them back naive)."""
+    if moment is None:
+        return None
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+
+
+def job_json(job: Job, download_url: str | None = None) -> dict[str, Any]:
     """The public JSON of a job (API responses and webhooks)."""
+    created, updated = as_utc(job.created_at), as_utc(job.updated_at)
     return {
         "id": job.id,
         "filename": job.filename,
@@ -184,6 +213,7 @@ def job_json(job: Job) -> dict[str, Any]:
         "warning": job.warning,
         "attempts": job.attempts,
         "duration": job.duration,
-        "created_at": job.created_at.isoformat() if job.created_at else None,
-        "updated_at": job.updated_at.isoformat() if job.updated_at else None,
+        "created_at": created.isoformat() if created else None,
+        "updated_at": updated.isoformat() if updated else None,
+        "download_url": download_url if job.status == JobStatus.DONE else None,
     }

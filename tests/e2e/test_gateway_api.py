@@ -9,7 +9,6 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -17,30 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.conftest import free_port, running
+from tests.e2e.conftest import Up
 from tests.media import write_media
-
-
-@dataclass
-class Up:
-    url: str
-    token: str
-    data_dir: Path
-    jwt_secret: str
-
-
-@pytest.fixture(scope="module")
-def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
-    tmp = tmp_path_factory.mktemp("up")
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MYSQL_", "JWT_", "SMTP_", "AMQP"))}
-    env["ALCHEMIST_DATA_DIR"] = str(tmp / "data")
-    url = f"http://127.0.0.1:{port}"
-    with running(["up", "--host", "127.0.0.1", "--port", str(port)], env, f"{url}/readyz", tmp / "up.log"):
-        password = (tmp / "up.log").read_text().split("with password ")[1].split()[0]
-        token = httpx.post(f"{url}/login", auth=("admin@alchemist.local", password)).text
-        secret = (tmp / "data" / "jwt_secret").read_text().strip()
-        yield Up(url, token, tmp / "data", secret)
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -185,10 +162,24 @@ def test_webhooks_are_signed_and_retried(up: Up, tmp_path: Path) -> None:
     assert json.loads(body)["status"] == "done"
 
 
-def test_a_webhook_must_be_http(up: Up, tmp_path: Path) -> None:
-    response = upload(up, write_media(tmp_path / "x.mp4"), webhook_url="file:///etc/passwd")
+@pytest.mark.parametrize(
+    ("fields", "words"),
+    [
+        ({"webhook_url": "file:///etc/passwd"}, "webhook_url: URL scheme should be 'http' or 'https'"),
+        ({"webhook_url": "not a url"}, "webhook_url:"),
+        ({"bitrat": "64k"}, "unknown field 'bitrat'"),
+        ({"webhook_url": "http://" + "a" * 3000 + ".com"}, "webhook_url"),
+    ],
+)
+def test_bad_upload_options_are_a_400_that_names_them_and_keep_nothing(
+    up: Up, tmp_path: Path, fields: dict[str, str], words: str
+) -> None:
+    before = {p.name for p in (up.data_dir / "videos").rglob("*") if p.is_file()}
+    response = upload(up, write_media(tmp_path / "x.mp4"), **fields)
     assert response.status_code == 400
-    assert "webhook_url must be an http" in response.json()["detail"]
+    assert words in response.json()["detail"]
+    after = {p.name for p in (up.data_dir / "videos").rglob("*") if p.is_file()}
+    assert after <= before
 
 
 def test_convert_with_a_server_uploads_follows_and_downloads(up: Up, tmp_path: Path) -> None:

@@ -3,13 +3,10 @@ driven with the seeds' curl session; then the same through `alchemist up`."""
 
 from __future__ import annotations
 
-import asyncio
 import os
-import secrets
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -17,91 +14,11 @@ import psutil
 import pytest
 
 from alchemist.converter.ffmpeg import ffmpeg_executable
-from alchemist.messaging.rabbitmq import RabbitMQBroker
-from tests.conftest import scratch_mariadb_database, unavailable
-from tests.e2e.conftest import alchemist, free_port, running
-from tests.e2e.stack import MailCatcher, Stack, curl, curl_json, fid_in, start_worker, stored_blobs
+from tests.e2e.conftest import ANN, BOB, UPLOAD_LIMIT, free_port, running
+from tests.e2e.stack import Stack, curl, curl_json, fid_in, stored_blobs
 from tests.media import decode, write_media
 
 pytestmark = [pytest.mark.mariadb, pytest.mark.rabbitmq]
-ANN, BOB = ("ann@example.com", "ann-secret-1"), ("bob@example.com", "bob-secret-1")
-UPLOAD_LIMIT = 6_000_000
-
-
-def rabbitmq_reachable() -> None:
-    import socket
-
-    try:
-        socket.create_connection(("127.0.0.1", 5672), timeout=3).close()
-    except OSError as exc:
-        unavailable(f"RabbitMQ not reachable at 127.0.0.1:5672: {exc}")
-
-
-def delete_queues(url: str, *queues: str) -> None:
-    async def delete() -> None:
-        broker = RabbitMQBroker(url)
-        await broker.connect()
-        for queue in queues:
-            await broker.delete(queue)
-        await broker.close()
-
-    asyncio.run(delete())
-
-
-@pytest.fixture(scope="module")
-def distributed(mariadb_root: dict[str, object], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """auth, gateway, two converters and notification, each its own process."""
-    rabbitmq_reachable()
-    tmp = tmp_path_factory.mktemp("stack")
-    mail = MailCatcher()
-    mail.controller.start()
-    run = secrets.token_hex(4)
-    amqp = "amqp://guest:guest@127.0.0.1:5672/"
-    with scratch_mariadb_database(mariadb_root) as database:
-        auth_port, gateway_port = free_port(), free_port()
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("MYSQL_", "SMTP_"))},
-            "ALCHEMIST_DATA_DIR": str(tmp / "data"),
-            "MYSQL_HOST": str(database.host), "MYSQL_PORT": str(database.port),
-            "MYSQL_USER": str(database.username), "MYSQL_DB": str(database.database),
-            "JWT_SECRET": "e2e-" + secrets.token_hex(24),
-            "AMQP_URL": amqp, "VIDEO_QUEUE": f"e2e.{run}.video", "MP3_QUEUE": f"e2e.{run}.mp3",
-            "AUTH_SVC_ADDRESS": f"127.0.0.1:{auth_port}",
-            "PUBLIC_URL": f"http://127.0.0.1:{gateway_port}",
-            "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(mail.port), "SMTP_SECURITY": "none",
-            "MAX_UPLOAD_BYTES": str(UPLOAD_LIMIT), "MAX_ATTEMPTS": "3",
-        }  # fmt: skip
-        assert alchemist("migrate", env=env).returncode == 0
-        for user, password in (ANN, BOB):
-            added = alchemist("users", "add", user, "--password-stdin", env=env, stdin=password + "\n")
-            assert added.returncode == 0, added.stderr
-        stack = Stack(f"http://127.0.0.1:{gateway_port}", env, tmp / "data", mail)
-        auth_args = ["auth", "--host", "127.0.0.1", "--port", str(auth_port)]
-        gateway_args = ["gateway", "--host", "127.0.0.1", "--port", str(gateway_port)]
-        with (
-            running(auth_args, env, f"http://127.0.0.1:{auth_port}/healthz", tmp / "auth.log") as auth,
-            running(gateway_args, env, f"{stack.url}/healthz", tmp / "gateway.log"),
-        ):
-            stack.auth_process = auth
-            try:
-                for name in ("converter-1", "converter-2"):
-                    args = ["converter", "--health-port", str(free_port())]
-                    stack.workers[name] = start_worker(args, env, tmp / f"{name}.log", "converter consuming")
-                args = ["notification", "--health-port", str(free_port())]
-                stack.workers["notification"] = start_worker(
-                    args, env, tmp / "notification.log", "notification consuming"
-                )
-                yield stack
-            finally:
-                for worker in stack.workers.values():
-                    worker.process.terminate()
-                for worker in stack.workers.values():
-                    try:
-                        worker.process.wait(30)
-                    except subprocess.TimeoutExpired:
-                        worker.process.kill()
-                delete_queues(amqp, env["VIDEO_QUEUE"], env["MP3_QUEUE"])
-                mail.controller.stop()
 
 
 @pytest.fixture(scope="module")

@@ -60,7 +60,7 @@ def _convert_one(client: httpx.Client, source: Path, output: Path, force: bool, 
             uploaded = client.post(
                 "/upload", files={"file": (source.name, handle, "application/octet-stream")}
             )
-        if uploaded.status_code != 200:
+        if uploaded.status_code not in (200, 202):  # 202 since uploads queue asynchronously
             raise RemoteError(_detail(uploaded))
         job = _follow(client, uploaded.json()["job_id"], bars, task)
         if job["status"] != "done":

@@ -49,7 +49,7 @@ def run_auth(args: argparse.Namespace) -> int:
     """Serve the auth API until interrupted."""
     from alchemist.auth.app import create_app
 
-    uvicorn.run(create_app(Settings()), host=args.host, port=args.port, log_level="info")
+    uvicorn.run(create_app(Settings()), host=args.host, port=args.port, log_level="info", server_header=False)
     return 0
 
 
@@ -57,7 +57,7 @@ def run_gateway(args: argparse.Namespace) -> int:
     """Serve the gateway until interrupted."""
     from alchemist.gateway.app import create_app
 
-    uvicorn.run(create_app(Settings()), host=args.host, port=args.port, log_level="info")
+    uvicorn.run(create_app(Settings()), host=args.host, port=args.port, log_level="info", server_header=False)
     return 0
 
 
@@ -71,7 +71,7 @@ async def wait_for_stop(backends: Backends, health_port: int) -> None:
         await stop.wait()
         return
     config = uvicorn.Config(create_health_app(backends), host=ALL_INTERFACES, port=health_port,
-                            log_level="warning", lifespan="off")  # fmt: skip
+                            log_level="warning", lifespan="off", server_header=False)  # fmt: skip
     server = uvicorn.Server(config)
     serving = asyncio.ensure_future(server.serve())
     stopping = asyncio.ensure_future(stop.wait())

@@ -113,7 +113,9 @@ async def _up(host: str, port: int, concurrency: int) -> None:
                 )
             if requeued:
                 logger.info("re-enqueued %d unfinished jobs", requeued)
-            server = uvicorn.Server(uvicorn.Config(gateway, host=host, port=port, log_level="info"))
+            server = uvicorn.Server(
+                uvicorn.Config(gateway, host=host, port=port, log_level="info", server_header=False)
+            )
             await server.serve()
             await converting.cancel(grace=5)
             await notifying.cancel(grace=5)

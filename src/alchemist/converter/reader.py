@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import select
 import subprocess
@@ -13,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from alchemist.converter.errors import ConversionFailedError, EngineUnavailableError, NotMediaError
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,9 @@ class MediaReader:
         with self._lock:
             answer = self._ask(request)
         if not answer["ok"]:
-            raise NotMediaError(f"not a media file in a supported format ({answer['message']})")
+            # FFmpeg's words name file descriptors and demuxers: useful in the log, noise to a user.
+            logger.info("probe of %s failed: %s", path, answer["message"])
+            raise NotMediaError("not a media file in a supported format (audio or video)")
         audio = [AudioTrack(**track) for track in answer["audio"]]
         return MediaInfo(
             format=answer["format"],

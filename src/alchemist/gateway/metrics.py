@@ -54,11 +54,14 @@ class JobCollector(Collector):
 class GatewayMetrics:
     """This gateway's registry."""
 
-    def __init__(self, sessions: sessionmaker[Session]) -> None:
+    def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "alchemist_http_requests", "HTTP requests", ["method", "route", "status"],
             registry=self.registry,
         )  # fmt: skip
-        self.registry.register(JobCollector(sessions))
         self.started = time.time()
+
+    def watch_jobs(self, sessions: sessionmaker[Session]) -> None:
+        """Also report job figures from this database (once the backends are connected)."""
+        self.registry.register(JobCollector(sessions))

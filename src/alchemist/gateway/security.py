@@ -1,31 +1,106 @@
-"""Who is calling: the Bearer JWT, verified locally (no round trip to auth)."""
+"""Who is calling: a Bearer JWT (curl, the CLI) or the page's session cookie, both checked locally.
+
+The cookie holds the same JWT, `HttpOnly`; a request that changes state and is authenticated
+by the cookie must also carry an X-CSRF-Token derived from that token's id, which a page of
+another site cannot read.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
-from fastapi import HTTPException, Request
+from fastapi import HTTPException, Request, Response
 
 from alchemist.credentials import CredentialsError, parse_bearer
+from alchemist.links import derive_key
 from alchemist.tokens import TokenError, TokenSigner
+
+SESSION_COOKIE = "alchemist_session"
+CSRF_HEADER = "X-CSRF-Token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="alchemist"'}
 
 
 @dataclass(frozen=True)
 class Caller:
-    """The authenticated user."""
+    """The authenticated user, and how they proved it."""
 
     username: str
     admin: bool
+    token: str
+    token_id: str
+    expires_at: datetime
+    by_cookie: bool = False
 
 
-def caller_from(request: Request, signer: TokenSigner) -> Caller:
-    """401 without a Bearer credential, 403 for an invalid token, else the caller."""
-    try:
-        token = parse_bearer(request.headers.get("authorization"))
-    except CredentialsError as exc:
-        raise HTTPException(401, str(exc), headers={"WWW-Authenticate": 'Bearer realm="alchemist"'}) from exc
-    try:
-        claims = signer.verify(token)
-    except TokenError as exc:
-        raise HTTPException(403, f"Not authorized: {exc}") from exc
-    return Caller(username=str(claims["username"]), admin=bool(claims["admin"]))
+@dataclass(frozen=True)
+class Authenticator:
+    """Checks Bearer tokens and session cookies, and makes the CSRF token of a session."""
+
+    signer: TokenSigner
+
+    def caller(self, request: Request) -> Caller:
+        """401 without credentials, 403 for a bad token or a missing CSRF token, else the caller."""
+        header = request.headers.get("authorization")
+        if header is not None:
+            return self._from_bearer(header)
+        cookie = request.cookies.get(SESSION_COOKIE)
+        if not cookie:
+            raise HTTPException(
+                401, "Missing credentials: send an Authorization header or sign in", headers=BEARER_CHALLENGE
+            )
+        try:
+            caller = self._caller(cookie, by_cookie=True)
+        except TokenError as exc:
+            raise HTTPException(401, f"Your session has ended ({exc}); sign in again") from exc
+        if request.method not in SAFE_METHODS:
+            sent = request.headers.get(CSRF_HEADER, "")
+            if not hmac.compare_digest(sent.encode(), self.csrf_token(caller).encode()):
+                raise HTTPException(403, f"missing or wrong {CSRF_HEADER} header for this session")
+        return caller
+
+    def csrf_token(self, caller: Caller) -> str:
+        """The session's CSRF token: bound to the token id, so it dies with the session."""
+        key = derive_key(self.signer.secret, b"alchemist csrf v1")
+        return hmac.new(key, caller.token_id.encode(), hashlib.sha256).hexdigest()
+
+    def verify(self, token: str) -> Caller:
+        """The caller a fresh token from auth stands for (raises TokenError)."""
+        return self._caller(token, by_cookie=True)
+
+    def _from_bearer(self, header: str) -> Caller:
+        try:
+            token = parse_bearer(header)
+        except CredentialsError as exc:
+            raise HTTPException(401, str(exc), headers=BEARER_CHALLENGE) from exc
+        try:
+            return self._caller(token, by_cookie=False)
+        except TokenError as exc:
+            raise HTTPException(403, f"Not authorized: {exc}") from exc
+
+    def _caller(self, token: str, *, by_cookie: bool) -> Caller:
+        claims = self.signer.verify(token)
+        return Caller(
+            username=str(claims["username"]),
+            admin=bool(claims["admin"]),
+            token=token,
+            token_id=str(claims["jti"]),
+            expires_at=datetime.fromtimestamp(int(claims["exp"]), timezone.utc),
+            by_cookie=by_cookie,
+        )
+
+
+def set_session_cookie(response: Response, caller: Caller, *, secure: bool) -> None:
+    """Hold the session in an HttpOnly cookie that lives as long as its token."""
+    seconds = max(0, int((caller.expires_at - datetime.now(timezone.utc)).total_seconds()))
+    response.set_cookie(
+        SESSION_COOKIE, caller.token, max_age=seconds, path="/", secure=secure, httponly=True, samesite="lax"
+    )
+
+
+def clear_session_cookie(response: Response, *, secure: bool) -> None:
+    """Forget the session in this browser."""
+    response.delete_cookie(SESSION_COOKIE, path="/", secure=secure, httponly=True, samesite="lax")

@@ -13,7 +13,8 @@ import json
 import logging
 from dataclasses import dataclass
 from email.message import EmailMessage
-from urllib.parse import quote
+from email.utils import formatdate
+from urllib.parse import quote, urlsplit
 
 import httpx
 from sqlalchemy.orm import Session
@@ -22,6 +23,7 @@ from alchemist import jobs
 from alchemist.config import Settings
 from alchemist.db.engine import run_in_transaction
 from alchemist.db.models import Job, JobStatus
+from alchemist.links import DownloadLinks
 from alchemist.messaging.base import Delivery, PermanentFailure, Subscription
 from alchemist.messaging.messages import Mp3Ready, ValidationError
 from alchemist.notification.mail import MailSender
@@ -66,14 +68,20 @@ class NotificationService:
         message = EmailMessage()
         message["From"] = self.settings.SMTP_FROM
         message["To"] = job.owner
+        message["Date"] = formatdate(usegmt=True)
+        # Stable per job: a duplicate notification is recognisable as the same message.
+        message["Message-ID"] = f"<job-{job.id}@{self._mail_domain()}>"
         if job.status == JobStatus.DONE:
-            link = f"{self.settings.PUBLIC_URL.rstrip('/')}/download?fid={quote(job.mp3_fid or '')}"
+            public = self.settings.PUBLIC_URL.rstrip("/")
+            seeds_link = f"{public}/download?fid={quote(job.mp3_fid or '')}"
+            days = max(1, self.settings.DOWNLOAD_LINK_TTL_SECONDS // 86_400)
             message["Subject"] = f"Your MP3 is ready: {job.filename}"
             message.set_content(
                 f"Your MP3 of {job.filename} is ready.\n\n"
+                f"Download it (the link works for {days} days, or until you delete the job):\n"
+                f"{self.download_url(job)}\n\n"
                 f"fid: {job.mp3_fid}\n"
-                f"Download: {link}\n\n"
-                f'curl --output song.mp3 -X GET -H "Authorization: Bearer $JWT" "{link}"\n'
+                f'curl --output song.mp3 -X GET -H "Authorization: Bearer $JWT" "{seeds_link}"\n'
                 + (f"\nNote: {job.warning}\n" if job.warning else ""),
                 cte="8bit",
             )
@@ -83,8 +91,18 @@ class NotificationService:
         message["X-Alchemist-Job"] = job.id
         return message
 
+    def download_url(self, job: Job) -> str | None:
+        """The signed link to the job's output that works in a browser with no header."""
+        if job.status != JobStatus.DONE or not job.mp3_fid:
+            return None
+        links = DownloadLinks(self.settings.jwt_secret(), self.settings.DOWNLOAD_LINK_TTL_SECONDS)
+        return links.url(self.settings.PUBLIC_URL, job.id, job.mp3_fid)
+
+    def _mail_domain(self) -> str:
+        return urlsplit(self.settings.PUBLIC_URL).hostname or "audio-alchemist.invalid"
+
     async def _call_webhook(self, job: Job) -> None:
-        payload = json.dumps(jobs.job_json(job), sort_keys=True).encode()
+        payload = json.dumps(jobs.job_json(job, self.download_url(job)), sort_keys=True).encode()
         signature = hmac.new(self.settings.webhook_secret().encode(), payload, hashlib.sha256).hexdigest()
         headers = {
             "Content-Type": "application/json",

@@ -1,0 +1,112 @@
+"""Signing in: the seeds' POST /login (forwarded to auth) and the page's cookie session."""
+
+from __future__ import annotations
+
+import base64
+
+import httpx
+from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi.responses import PlainTextResponse
+
+from alchemist.gateway.deps import CallerDep, StateDep
+from alchemist.gateway.schemas import SessionOut, SignIn, errors
+from alchemist.gateway.security import SESSION_COOKIE, Caller, clear_session_cookie, set_session_cookie
+from alchemist.tokens import TokenError
+
+router = APIRouter(tags=["auth"])
+FORWARDED_HEADERS = ("www-authenticate", "retry-after")
+
+
+@router.post(
+    "/login",
+    response_class=PlainTextResponse,
+    responses={
+        200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "The JWT"},
+        **errors(401, 429, 503),
+    },
+)
+async def login(request: Request, state: StateDep) -> Response:
+    """Trade HTTP Basic credentials for a JWT (the body), as in the seeds; forwarded to auth."""
+    # The raw bytes go on untouched: any byte a client sends is auth's to judge, not a 500 here.
+    raw = dict(request.scope["headers"]).get(b"authorization")
+    upstream = await _auth_login(state, raw)
+    passed = {k: v for k, v in upstream.headers.items() if k in FORWARDED_HEADERS}
+    return Response(
+        upstream.content,
+        upstream.status_code,
+        headers=passed,
+        media_type=upstream.headers.get("content-type"),
+    )
+
+
+@router.post("/api/v1/session", responses=errors(401, 422, 429, 503))
+async def sign_in(form: SignIn, request: Request, response: Response, state: StateDep) -> SessionOut:
+    """Sign in with email and password; the session is an HttpOnly cookie."""
+    pair = f"{form.email}:{form.password}".encode()
+    upstream = await _auth_login(state, b"Basic " + base64.b64encode(pair))
+    if upstream.status_code == 429:
+        retry = upstream.headers.get("retry-after", "60")
+        raise HTTPException(429, _detail(upstream), headers={"Retry-After": retry})
+    if upstream.status_code in (400, 401):
+        raise HTTPException(401, "Invalid email or password")
+    if upstream.status_code != 200:
+        raise HTTPException(503, "the auth service failed; try again", headers={"Retry-After": "5"})
+    try:
+        caller = state.authenticator.verify(upstream.text.strip())
+    except TokenError as exc:
+        raise HTTPException(
+            503, "the auth service signed with another key", headers={"Retry-After": "5"}
+        ) from exc
+    set_session_cookie(response, caller, secure=_secure(request, state))
+    return _session(state, caller)
+
+
+@router.get("/api/v1/session", responses=errors(401, 403))
+async def read_session(caller: CallerDep, state: StateDep) -> SessionOut:
+    """Who is signed in (by cookie or Bearer), with the CSRF token for the page."""
+    return _session(state, caller)
+
+
+@router.delete("/api/v1/session", status_code=204, response_class=Response, responses=errors(403))
+async def sign_out(request: Request, state: StateDep) -> Response:
+    """Sign out of this browser (a cookie session needs its X-CSRF-Token)."""
+    if request.cookies.get(SESSION_COOKIE) and "authorization" not in request.headers:
+        try:
+            state.authenticator.caller(request)  # a live session must show its CSRF token
+        except HTTPException as exc:
+            if exc.status_code != 401:  # an expired session simply ends
+                raise
+    response = Response(status_code=204)
+    clear_session_cookie(response, secure=_secure(request, state))
+    return response
+
+
+async def _auth_login(state: StateDep, authorization: bytes | None) -> httpx.Response:
+    headers = {b"Authorization": authorization} if authorization is not None else {}
+    try:
+        return await state.auth.post("/login", headers=headers)
+    except httpx.HTTPError as exc:
+        raise HTTPException(
+            503, f"the auth service is unreachable: {type(exc).__name__}", headers={"Retry-After": "5"}
+        ) from exc
+
+
+def _session(state: StateDep, caller: Caller) -> SessionOut:
+    return SessionOut(
+        username=caller.username,
+        admin=caller.admin,
+        csrf_token=state.authenticator.csrf_token(caller),
+        expires_at=caller.expires_at,
+    )
+
+
+def _secure(request: Request, state: StateDep) -> bool:
+    """Secure cookies behind https (the request's scheme, or the public URL's behind a proxy)."""
+    return request.url.scheme == "https" or state.settings.PUBLIC_URL.startswith("https://")
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        return str(response.json()["detail"])
+    except (ValueError, KeyError, TypeError):
+        return "Too many failed logins; try again later"

@@ -1,0 +1,49 @@
+"""For operators and orchestrators: liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.concurrency import run_in_threadpool
+
+from alchemist.gateway.deps import StateDep
+from alchemist.gateway.schemas import Health
+from alchemist.health import readiness_response
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz")
+async def healthz() -> Health:
+    """The process is alive."""
+    return Health(status="ok")
+
+
+@router.get(
+    "/readyz",
+    response_class=JSONResponse,
+    responses={
+        200: {"description": "Every backend answers"},
+        503: {"description": "A backend does not answer"},
+    },
+)
+async def readyz(state: StateDep) -> JSONResponse:
+    """Database, storage and broker are reachable (each one's state in the body)."""
+    return await readiness_response(state.backends)
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}},
+            "description": "Prometheus text",
+        }
+    },
+)
+async def metrics(state: StateDep) -> Response:
+    """Prometheus metrics: requests here, jobs by status, conversion time, queue lag."""
+    body = await run_in_threadpool(generate_latest, state.metrics.registry)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,25 @@
+"""The web page at `/` and Swagger UI at `/docs`, both served from the package (no CDN)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter
+from fastapi.responses import FileResponse
+
+WEB = Path(__file__).resolve().parent.parent / "web"
+router = APIRouter(tags=["pages"], include_in_schema=False)
+# The page itself is small and changes with each release; its assets carry validators.
+NO_CACHE = {"Cache-Control": "no-cache"}
+
+
+@router.get("/")
+async def index_page() -> FileResponse:
+    """The web app: sign in, upload, follow and download."""
+    return FileResponse(WEB / "index.html", media_type="text/html; charset=utf-8", headers=NO_CACHE)
+
+
+@router.get("/docs")
+async def docs_page() -> FileResponse:
+    """Swagger UI for /openapi.json."""
+    return FileResponse(WEB / "docs.html", media_type="text/html; charset=utf-8", headers=NO_CACHE)
