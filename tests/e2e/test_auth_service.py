@@ -62,6 +62,43 @@ def test_users_cli_refuses_bad_input_and_removes(embedded_env: dict[str, str]) -
     )
 
 
+def test_users_passwd_resets_a_forgotten_password(embedded_env: dict[str, str], tmp_path: Path) -> None:
+    def passwd(email: str, password: str) -> tuple[int, str, str]:
+        done = alchemist(
+            "users", "passwd", email, "--password-stdin", env=embedded_env, stdin=password + "\n"
+        )
+        return done.returncode, done.stdout, done.stderr
+
+    added = alchemist(
+        "users",
+        "add",
+        "ann@example.com",
+        "--admin",
+        "--password-stdin",
+        env=embedded_env,
+        stdin="old secret 1\n",
+    )
+    assert added.returncode == 0, added.stderr
+    assert passwd("Ann@Example.com", "new secret 2") == (0, "password set for ann@example.com\n", "")
+    assert passwd("ann@example.com", "short") == (
+        1,
+        "",
+        "alchemist users passwd: password must be at least 8 characters\n",
+    )
+    assert passwd("nobody@example.com", "long enough 1") == (
+        1,
+        "",
+        "alchemist users passwd: no user nobody@example.com\n",
+    )
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    args = ["auth", "--host", "127.0.0.1", "--port", str(port)]
+    with running(args, embedded_env, f"{base}/healthz", tmp_path / "auth.log"):
+        assert httpx.post(f"{base}/login", auth=("ann@example.com", "old secret 1")).status_code == 401
+        assert httpx.post(f"{base}/login", auth=("ann@example.com", "new secret 2")).status_code == 200
+
+
 def test_auth_refuses_to_start_without_a_good_secret(embedded_env: dict[str, str]) -> None:
     short = alchemist("auth", "--port", "0", env={**embedded_env, "JWT_SECRET": "tooshort"})
     assert short.returncode == 2

@@ -1,27 +1,34 @@
-"""The auth service's HTTP API: POST /login (Basic -> JWT) and POST /validate (Bearer -> claims)."""
+"""The auth service's HTTP API: POST /login (Basic -> JWT), POST /validate (Bearer -> claims), /users."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy import Engine, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from alchemist import __version__
+from alchemist.auth.deps import bearer_claims, unauthorized
 from alchemist.auth.login_limiter import FailedLoginLimiter
 from alchemist.auth.passwords import PasswordVault
+from alchemist.auth.routes_users import router as users_router
 from alchemist.auth.users import find_user, normalise_email
 from alchemist.config import Settings
-from alchemist.credentials import CredentialsError, parse_basic, parse_bearer
+from alchemist.credentials import CredentialsError, parse_basic
 from alchemist.db.engine import build_engine, transaction
 from alchemist.db.migrate import current_revision, head_revision, upgrade
-from alchemist.tokens import TokenError, TokenSigner
+from alchemist.db.outage import database_unavailable
+from alchemist.tokens import TokenSigner
+
+MAX_DESCRIBED_ERRORS = 3
 
 
 def create_app(
@@ -51,6 +58,15 @@ def create_app(
                 bound.dispose()
 
     app = FastAPI(title="Audio Alchemist auth", version=__version__, lifespan=lifespan)
+    app.state.signer = signer
+    app.state.vault = passwords
+    app.include_router(users_router)
+    app.add_exception_handler(DBAPIError, database_unavailable)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own 422 is a list that echoes the input back, passwords included.
+        return JSONResponse({"detail": describe_errors(exc.errors())}, 422)
 
     def sessions(request: Request) -> sessionmaker[Session]:
         maker: sessionmaker[Session] = request.app.state.sessions
@@ -62,7 +78,7 @@ def create_app(
         try:
             credentials = parse_basic(request.headers.get("authorization"))
         except CredentialsError as exc:
-            raise _unauthorized(str(exc), "Basic") from exc
+            raise unauthorized(str(exc), "Basic") from exc
         account = normalise_email(credentials.username)
         wait = limiter.retry_after(account)
         if wait is not None:
@@ -77,7 +93,7 @@ def create_app(
         # verify() runs the full argon2 cost even for an unknown user (no timing oracle).
         if not passwords.verify(record[3] if record else None, credentials.password):
             limiter.record_failure(account)
-            raise _unauthorized("Invalid credentials", "Basic")
+            raise unauthorized("Invalid credentials", "Basic")
         limiter.reset(account)
         assert record is not None  # verify() is False without a record
         user_id, email, admin, _ = record
@@ -86,14 +102,7 @@ def create_app(
     @app.post("/validate")
     def validate(request: Request) -> dict[str, Any]:
         """The claims of a valid Bearer token; 401 without one, 403 when it is invalid."""
-        try:
-            token = parse_bearer(request.headers.get("authorization"))
-        except CredentialsError as exc:
-            raise _unauthorized(str(exc), "Bearer") from exc
-        try:
-            return signer.verify(token)
-        except TokenError as exc:
-            raise HTTPException(403, f"Not authorized: {exc}") from exc
+        return bearer_claims(request, signer)
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
@@ -118,5 +127,18 @@ def create_app(
     return app
 
 
-def _unauthorized(detail: str, scheme: str) -> HTTPException:
-    return HTTPException(401, detail, headers={"WWW-Authenticate": f'{scheme} realm="alchemist"'})
+def describe_errors(errors: Sequence[Any]) -> str:
+    """Validation errors as one sentence, e.g. "body.password: Field required" (never the input)."""
+    parts = []
+    for error in errors[:MAX_DESCRIBED_ERRORS]:
+        location = [str(part) for part in error.get("loc", ())]
+        if error.get("type") == "json_invalid":  # its location is ("body", character offset)
+            reason = error.get("ctx", {}).get("error", "syntax error")
+            parts.append(
+                f"the body is not valid JSON: {reason} at character {location[-1] if location else 0}"
+            )
+        else:
+            parts.append(f"{'.'.join(location)}: {error.get('msg', 'invalid')}")
+    if len(errors) > MAX_DESCRIBED_ERRORS:
+        parts.append(f"and {len(errors) - MAX_DESCRIBED_ERRORS} more")
+    return "; ".join(parts) or "the request is not valid"

@@ -1,21 +1,33 @@
-"""User records: add, find, list, remove. Callers own the transaction."""
+"""User records: add, find, list, remove, set a password. Callers own the transaction."""
 
 from __future__ import annotations
 
 import re
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from alchemist.auth.passwords import PasswordVault
 from alchemist.db.models import User
 
 EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+MAX_EMAIL_LENGTH = 255
 MIN_PASSWORD_LENGTH = 8
+# argon2 accepts any length; a bound keeps one request from hashing megabytes.
+MAX_PASSWORD_LENGTH = 1024
 
 
 class UserError(Exception):
-    """A user cannot be added or removed; the message says why."""
+    """A user cannot be added, changed or removed; the message says why."""
+
+
+class UnknownUserError(UserError):
+    """There is no user with this email."""
+
+
+class UserExistsError(UserError):
+    """A user with this email already exists."""
 
 
 def normalise_email(email: str) -> str:
@@ -23,20 +35,30 @@ def normalise_email(email: str) -> str:
     return email.strip().lower()
 
 
+def check_password(password: str) -> None:
+    """Raises UserError when the password is too short or too long."""
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise UserError(f"password must be at least {MIN_PASSWORD_LENGTH} characters")
+    if len(password) > MAX_PASSWORD_LENGTH:
+        raise UserError(f"password must be at most {MAX_PASSWORD_LENGTH} characters")
+
+
 def add_user(
     session: Session, vault: PasswordVault, email: str, password: str, *, admin: bool = False
 ) -> User:
     """Create a user with a hashed password; raises UserError on a bad email or password."""
     email = normalise_email(email)
-    if len(email) > 255 or not EMAIL_PATTERN.match(email):
+    if len(email) > MAX_EMAIL_LENGTH or not EMAIL_PATTERN.match(email):
         raise UserError(f"{email!r} is not an email address")
-    if len(password) < MIN_PASSWORD_LENGTH:
-        raise UserError(f"password must be at least {MIN_PASSWORD_LENGTH} characters")
+    check_password(password)
     if find_user(session, email) is not None:
-        raise UserError(f"user {email} already exists")
+        raise UserExistsError(f"user {email} already exists")
     user = User(email=email, password_hash=vault.hash(password), is_admin=admin)
     session.add(user)
-    session.flush()
+    try:
+        session.flush()
+    except IntegrityError as exc:  # added by someone else since find_user looked
+        raise UserExistsError(f"user {email} already exists") from exc
     return user
 
 
@@ -50,8 +72,30 @@ def list_users(session: Session) -> list[User]:
     return list(session.scalars(select(User).order_by(User.id)))
 
 
-def remove_user(session: Session, email: str) -> None:
-    """Delete a user; raises UserError when there is none."""
-    result = session.execute(delete(User).where(User.email == normalise_email(email)))
+def set_password(session: Session, vault: PasswordVault, email: str, password: str) -> None:
+    """Replace a user's password; raises UserError on a bad password, UnknownUserError without the user."""
+    check_password(password)
+    user = find_user(session, email)
+    if user is None:
+        raise UnknownUserError(f"no user {normalise_email(email)}")
+    user.password_hash = vault.hash(password)
+    session.flush()
+
+
+def remove_user(session: Session, email: str, *, keep_an_admin: bool = False) -> None:
+    """Delete a user; raises UnknownUserError when there is none.
+
+    With keep_an_admin, refuses (UserError) to delete the last admin, even when two admins remove each other.
+    """
+    email = normalise_email(email)
+    if keep_an_admin:
+        # A no-op UPDATE locks the admin rows (MariaDB) or the database (SQLite) before anything is
+        # read, so concurrent removals run one after the other; its rowcount is the matched rows.
+        touched = session.execute(update(User).where(User.is_admin.is_(True)).values(is_admin=True))
+        admins: int = touched.rowcount  # type: ignore[attr-defined]
+        target = find_user(session, email)
+        if target is not None and target.is_admin and admins <= 1:
+            raise UserError(f"{email} is the last admin; add another admin first")
+    result = session.execute(delete(User).where(User.email == email))
     if result.rowcount == 0:  # type: ignore[attr-defined]
-        raise UserError(f"no user {normalise_email(email)}")
+        raise UnknownUserError(f"no user {email}")

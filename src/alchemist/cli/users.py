@@ -1,4 +1,4 @@
-"""`alchemist users add|list|remove`: user administration against the service's database."""
+"""`alchemist users add|list|remove|passwd`: user administration against the service's database."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from sqlalchemy.orm import Session, sessionmaker
 
 from alchemist.auth.passwords import PasswordVault
-from alchemist.auth.users import UserError, add_user, list_users, remove_user
+from alchemist.auth.users import UserError, add_user, list_users, normalise_email, remove_user, set_password
 from alchemist.config import Settings
 from alchemist.db.engine import build_engine, transaction
 from alchemist.db.migrate import upgrade
@@ -19,7 +19,7 @@ from alchemist.db.migrate import upgrade
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `users` and its subcommands."""
-    users = commands.add_parser("users", help="add, list or remove users")
+    users = commands.add_parser("users", help="add, list or remove users, or set a password")
     verbs = users.add_subparsers(dest="verb", required=True, metavar="VERB")
     add = verbs.add_parser("add", help="add a user (password from a prompt or stdin)")
     add.add_argument("email")
@@ -30,6 +30,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     remove = verbs.add_parser("remove", help="remove a user")
     remove.add_argument("email")
     remove.set_defaults(run=run_remove)
+    passwd = verbs.add_parser("passwd", help="set a user's password (a forgotten one, say)")
+    passwd.add_argument("email")
+    passwd.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    passwd.set_defaults(run=run_passwd)
 
 
 @contextmanager
@@ -86,4 +90,17 @@ def run_remove(args: argparse.Namespace) -> int:
         print(f"alchemist users remove: {exc}", file=sys.stderr)
         return 1
     print(f"removed {args.email}")
+    return 0
+
+
+def run_passwd(args: argparse.Namespace) -> int:
+    """Set one user's password."""
+    try:
+        password = _read_password(args.password_stdin)
+        with _session() as session:
+            set_password(session, PasswordVault(), args.email, password)
+    except UserError as exc:
+        print(f"alchemist users passwd: {exc}", file=sys.stderr)
+        return 1
+    print(f"password set for {normalise_email(args.email)}")
     return 0
