@@ -69,8 +69,21 @@ class Settings(BaseSettings):
     MAX_UPLOAD_BYTES: int = 2 << 30
     MAX_MEDIA_SECONDS: float = 4 * 3600
 
+    KEEP_VIDEOS: bool = False
+    RETENTION_DAYS: float = Field(default=7.0, gt=0)
+    USER_QUOTA_BYTES: int = Field(default=20 << 30, gt=0)
+    OUTPUT_EXPANSION_LIMIT: float = Field(default=50.0, gt=1)
+    STALL_SECONDS: float = Field(default=60.0, gt=0)
+    HEARTBEAT_SECONDS: float = Field(default=2.0, gt=0)
+    QUEUED_REPUBLISH_SECONDS: float = Field(default=900.0, gt=0)
+    NOTIFY_LEASE_SECONDS: float = Field(default=120.0, gt=0)
+    NOTIFY_MAX_ATTEMPTS: int = Field(default=10, ge=1)
+    SWEEP_INTERVAL_SECONDS: float = Field(default=15.0, gt=0)
+
     VIDEO_QUEUE: str = "video"
     MP3_QUEUE: str = "mp3"
+    WEBHOOK_QUEUE: str = "webhook"
+    WEBHOOK_MAX_ATTEMPTS: int = Field(default=6, ge=1)
     AMQP_URL: str | None = None
     RABBITMQ_HOST: str | None = None
     RABBITMQ_PORT: int = 5672

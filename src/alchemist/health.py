@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI
@@ -10,6 +11,8 @@ from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 
 from alchemist.wiring import Backends
+
+logger = logging.getLogger(__name__)
 
 
 async def readiness(backends: Backends) -> tuple[bool, dict[str, str]]:
@@ -33,8 +36,9 @@ async def readiness(backends: Backends) -> tuple[bool, dict[str, str]]:
         try:
             await probe()
             checks[name] = "ok"
-        except Exception as exc:  # any failure means not ready; say which
-            checks[name] = f"unavailable: {exc}"
+        except Exception as exc:  # any failure means not ready; say which, not the driver's words
+            logger.warning("readiness: %s unavailable: %s", name, exc)
+            checks[name] = "unavailable"
     return all(value == "ok" for value in checks.values()), checks
 
 

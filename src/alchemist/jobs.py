@@ -6,13 +6,16 @@ Callers own the transaction (one place commits: `alchemist.db.engine.transaction
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from alchemist.db.models import Job, JobStatus
+from alchemist import outbox
+from alchemist.config import Settings
+from alchemist.db.models import Job, JobStatus, utcnow
+from alchemist.messaging.messages import Mp3Ready, VideoUploaded
 
 
 def create_job(
@@ -33,6 +36,28 @@ def create_job(
     session.add(job)
     session.flush()
     return job
+
+
+def stopped_reason(attempts: int) -> str:
+    """What the owner reads when converters kept dying on their file."""
+    times = "once" if attempts == 1 else f"{attempts} times"
+    return f"the converter stopped {times} while converting this file (it may be damaged or too demanding)"
+
+
+def queue_conversion(session: Session, queues: Settings, job: Job, tag: str = "video") -> None:
+    """Queue the job's video message in the caller's transaction (the outbox sends it)."""
+    message = VideoUploaded(job_id=job.id, video_fid=job.video_fid or "", username=job.owner)
+    outbox.add(session, queues.VIDEO_QUEUE, message.to_body(), f"{job.id}.{tag}")
+
+
+def queue_announcement(session: Session, queues: Settings, job: Job, tag: str | None = None) -> None:
+    """Queue the message that the job ended (MP3_QUEUE) in the caller's transaction."""
+    status = "done" if job.status == JobStatus.DONE else "failed"
+    message = Mp3Ready(
+        job_id=job.id, video_fid=job.video_fid or "", mp3_fid=job.mp3_fid, username=job.owner,
+        status=status, error=job.error,
+    )  # fmt: skip
+    outbox.add(session, queues.MP3_QUEUE, message.to_body(), f"{job.id}.{tag or status}")
 
 
 def get_job(session: Session, job_id: str) -> Job | None:
@@ -81,14 +106,34 @@ def changed_since(session: Session, owner: str | None, since: datetime, limit: i
     return list(session.scalars(query))
 
 
-def start_attempt(session: Session, job_id: str) -> bool:
-    """queued/converting -> converting, counting the attempt; False when already finished."""
+def start_attempt(session: Session, job_id: str, *, now: datetime, stale_before: datetime) -> bool:
+    """Take the job for one attempt: queued, or converting by a worker whose heartbeat stopped.
+
+    False when it is finished, gone, or a live worker holds it (its heartbeat is newer than
+    `stale_before`): two converters never work on one job at once.
+    """
+    takeable = or_(
+        Job.status == JobStatus.QUEUED,
+        and_(
+            Job.status == JobStatus.CONVERTING,
+            or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < stale_before),
+        ),
+    )
     result = session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.status.in_(JobStatus.UNFINISHED))
-        .values(status=JobStatus.CONVERTING, attempts=Job.attempts + 1, error=None)
+        .where(Job.id == job_id, takeable)
+        .values(status=JobStatus.CONVERTING, attempts=Job.attempts + 1, error=None, heartbeat_at=now)
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def heartbeat(session: Session, job_id: str, now: datetime) -> None:
+    """The worker converting this job is alive (updated_at stays: the live list ignores this)."""
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.CONVERTING)
+        .values(heartbeat_at=now, updated_at=Job.updated_at)
+    )
 
 
 def set_pending_mp3(session: Session, job_id: str, mp3_fid: str) -> None:
@@ -96,12 +141,12 @@ def set_pending_mp3(session: Session, job_id: str, mp3_fid: str) -> None:
     session.execute(update(Job).where(Job.id == job_id).values(pending_mp3_fid=mp3_fid))
 
 
-def set_progress(session: Session, job_id: str, progress: float) -> None:
-    """Record progress (0..1) of a converting job."""
+def set_progress(session: Session, job_id: str, progress: float, now: datetime | None = None) -> None:
+    """Record progress (0..1) of a converting job; it doubles as a heartbeat."""
     session.execute(
         update(Job)
         .where(Job.id == job_id, Job.status == JobStatus.CONVERTING)
-        .values(progress=max(0.0, min(1.0, progress)))
+        .values(progress=max(0.0, min(1.0, progress)), heartbeat_at=now or utcnow())
     )
 
 
@@ -113,6 +158,8 @@ def finish(
     duration: float,
     seconds: float,
     warning: str | None,
+    output_bytes: int | None = None,
+    expires_at: datetime | None = None,
 ) -> str | None:
     """Mark done with this MP3 unless done already; the MP3 id that won (None: job gone)."""
     session.execute(
@@ -126,6 +173,8 @@ def finish(
             duration=duration,
             conversion_seconds=seconds,
             warning=warning,
+            output_bytes=output_bytes,
+            expires_at=expires_at,
         )
     )
     job = session.get(Job, job_id)
@@ -142,19 +191,47 @@ def fail(session: Session, job_id: str, reason: str) -> bool:
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-def claim_notification(session: Session, job_id: str) -> bool:
-    """True for exactly one caller per job: the one that should notify."""
+def forget_video(session: Session, job_id: str) -> None:
+    """The source video was deleted (it is kept only until the job is done)."""
+    session.execute(update(Job).where(Job.id == job_id).values(video_fid=None, updated_at=Job.updated_at))
+
+
+def claim_notification(session: Session, job_id: str, *, now: datetime, lease: float) -> Job | None:
+    """Lease the job's notification to this caller (None: told already, or another holds it).
+
+    The lease expires, so a notifier that dies between the claim and the send is replaced.
+    """
     result = session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.notified_at.is_(None))
-        .values(notified_at=datetime.now(timezone.utc))
+        .where(
+            Job.id == job_id,
+            Job.status.in_(JobStatus.FINISHED),
+            Job.notified_at.is_(None),
+            or_(Job.notify_lease_until.is_(None), Job.notify_lease_until < now),
+        )
+        .values(
+            notify_lease_until=now + timedelta(seconds=lease),
+            notify_attempts=Job.notify_attempts + 1,
+            updated_at=Job.updated_at,
+        )
     )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    return session.get(Job, job_id) if result.rowcount else None  # type: ignore[attr-defined]
+
+
+def mark_notified(session: Session, job_id: str, now: datetime) -> None:
+    """The owner was told; no notifier will tell them again."""
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id)
+        .values(notified_at=now, notify_lease_until=None, updated_at=Job.updated_at)
+    )
 
 
 def release_notification(session: Session, job_id: str) -> None:
-    """Undo a claim when sending failed, so a retry may notify."""
-    session.execute(update(Job).where(Job.id == job_id).values(notified_at=None))
+    """Undo a claim when sending failed, so a retry may notify at once."""
+    session.execute(
+        update(Job).where(Job.id == job_id).values(notify_lease_until=None, updated_at=Job.updated_at)
+    )
 
 
 def unfinished_jobs(session: Session) -> list[Job]:
@@ -162,10 +239,93 @@ def unfinished_jobs(session: Session) -> list[Job]:
     return list(session.scalars(select(Job).where(Job.status.in_(JobStatus.UNFINISHED))))
 
 
-def unnotified_jobs(session: Session) -> list[Job]:
-    """Finished jobs whose owner was not told yet."""
-    finished = (JobStatus.DONE, JobStatus.FAILED)
-    return list(session.scalars(select(Job).where(Job.status.in_(finished), Job.notified_at.is_(None))))
+def unnotified_jobs(session: Session, *, now: datetime | None = None, limit: int = 500) -> list[Job]:
+    """Finished jobs whose owner was not told yet and whose notification nobody holds."""
+    query = select(Job).where(Job.status.in_(JobStatus.FINISHED), Job.notified_at.is_(None))
+    if now is not None:
+        query = query.where(or_(Job.notify_lease_until.is_(None), Job.notify_lease_until < now))
+    return list(session.scalars(query.limit(limit)))
+
+
+def stalled_jobs(session: Session, stale_before: datetime, limit: int = 500) -> list[Job]:
+    """Jobs converting whose worker has not beaten since `stale_before` (it died)."""
+    query = select(Job).where(
+        Job.status == JobStatus.CONVERTING,
+        or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < stale_before),
+    )
+    return list(session.scalars(query.limit(limit)))
+
+
+def requeue(session: Session, job_id: str, stale_before: datetime, now: datetime) -> bool:
+    """Give a stalled job back to the queue, unless its worker beat meanwhile."""
+    result = session.execute(
+        update(Job)
+        .where(
+            Job.id == job_id,
+            Job.status == JobStatus.CONVERTING,
+            or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < stale_before),
+        )
+        .values(status=JobStatus.QUEUED, heartbeat_at=now)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def waiting_since(session: Session, before: datetime, limit: int = 500) -> list[Job]:
+    """Jobs queued since before `before` (their message may have been lost)."""
+    query = select(Job).where(
+        Job.status == JobStatus.QUEUED, or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < before)
+    )
+    return list(session.scalars(query.limit(limit)))
+
+
+def touch_queued(session: Session, job_id: str, now: datetime) -> bool:
+    """Note that a queued job's message was published again (heartbeat_at marks when)."""
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
+        .values(heartbeat_at=now, updated_at=Job.updated_at)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def expired_outputs(session: Session, now: datetime, limit: int = 500) -> list[Job]:
+    """Done jobs whose output has outlived its retention."""
+    query = select(Job).where(Job.status == JobStatus.DONE, Job.expires_at.is_not(None), Job.expires_at < now)
+    return list(session.scalars(query.limit(limit)))
+
+
+def mark_expired(session: Session, job_id: str) -> None:
+    """The output was deleted after its retention; the record stays for the owner's history."""
+    session.execute(
+        update(Job).where(Job.id == job_id, Job.status == JobStatus.DONE).values(status=JobStatus.EXPIRED)
+    )
+
+
+def finished_with_video(session: Session, limit: int = 500) -> list[Job]:
+    """Finished jobs whose source video is still stored."""
+    query = select(Job).where(
+        Job.status.in_((*JobStatus.FINISHED, JobStatus.EXPIRED)), Job.video_fid.is_not(None)
+    )
+    return list(session.scalars(query.limit(limit)))
+
+
+def stored_bytes(session: Session, owner: str) -> int:
+    """Bytes this user's jobs keep in storage (sources not yet deleted, and outputs)."""
+    videos = select(func.coalesce(func.sum(Job.video_bytes), 0)).where(
+        Job.owner == owner, Job.video_fid.is_not(None)
+    )
+    outputs = select(func.coalesce(func.sum(Job.output_bytes), 0)).where(
+        Job.owner == owner, Job.status == JobStatus.DONE
+    )
+    return int(session.scalar(videos) or 0) + int(session.scalar(outputs) or 0)
+
+
+def referenced_blobs(session: Session) -> tuple[set[str], set[str]]:
+    """Every video id and every output id some job still refers to."""
+    rows = session.execute(select(Job.video_fid, Job.mp3_fid, Job.pending_mp3_fid)).all()
+    videos = {row[0] for row in rows if row[0]}
+    outputs = {fid for row in rows for fid in row[1:] if fid}
+    return videos, outputs
 
 
 def status_counts(session: Session) -> dict[str, int]:
@@ -215,5 +375,11 @@ def job_json(job: Job, download_url: str | None = None) -> dict[str, Any]:
         "duration": job.duration,
         "created_at": created.isoformat() if created else None,
         "updated_at": updated.isoformat() if updated else None,
+        "expires_at": _iso(job.expires_at),
         "download_url": download_url if job.status == JobStatus.DONE else None,
     }
+
+
+def _iso(moment: datetime | None) -> str | None:
+    utc = as_utc(moment)
+    return utc.isoformat() if utc else None

@@ -21,9 +21,9 @@ from alchemist.db.models import Job
 from alchemist.messaging.messages import VideoUploaded
 from alchemist.messaging.rabbitmq import RabbitMQBroker
 from alchemist.storage.files import FileStore
-from tests.e2e.conftest import alchemist, free_port
+from tests.e2e.conftest import alchemist, delete_queues, free_port, rabbitmq_reachable
 from tests.e2e.stack import Worker, start_worker
-from tests.e2e.test_pipeline import delete_queues, long_audio, rabbitmq_reachable
+from tests.e2e.test_pipeline import long_audio
 
 pytestmark = pytest.mark.rabbitmq
 AMQP = "amqp://guest:guest@127.0.0.1:5672/"

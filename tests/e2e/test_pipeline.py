@@ -109,9 +109,13 @@ def test_bad_uploads_get_precise_errors_and_leave_nothing_behind(
         assert distributed.mail is not None
         distributed.mail.wait_for_job(job_id)
     listed = curl_json("-H", f"Authorization: Bearer {token}", f"{distributed.url}/api/v1/jobs")["jobs"]
-    referenced = {j["video_fid"] for j in listed} | {j["mp3_fid"] for j in listed if j["mp3_fid"]}  # type: ignore[index]
+    referenced = {j["video_fid"] for j in listed if j["video_fid"]} | {
+        j["mp3_fid"] for j in listed if j["mp3_fid"]
+    }  # type: ignore[index]
     on_disk = stored_blobs(distributed.data_dir / "videos") | stored_blobs(distributed.data_dir / "mp3s")
     assert on_disk == referenced  # every stored file belongs to a job
+    # Sources go once their job has ended (KEEP_VIDEOS is off by default).
+    assert not any(j["video_fid"] for j in listed if j["status"] in ("done", "failed"))  # type: ignore[index]
 
 
 def test_an_authorised_request_costs_no_round_trip_to_auth(distributed: Stack) -> None:

@@ -13,6 +13,7 @@ import uvicorn
 
 from alchemist.config import Settings
 from alchemist.health import create_health_app
+from alchemist.outbox import OutboxRelay
 from alchemist.wiring import Backends
 
 logger = logging.getLogger(__name__)
@@ -92,14 +93,17 @@ async def _converter(concurrency: int, grace: float, health_port: int) -> None:
     settings = Settings()
     backends = await build_backends(settings, name="converter")
     engine = build_engine(settings)
+    relay = OutboxRelay(backends.sessions, backends.broker)
+    relay.start()
     try:
-        service = ConverterService(settings, backends, engine)
+        service = ConverterService(settings, backends, engine, relay)
         subscription = await service.start(concurrency)
         logger.info("converter consuming %s (concurrency %d)", settings.VIDEO_QUEUE, concurrency)
         await wait_for_stop(backends, health_port)
         logger.info("stopping: finishing the jobs in hand (up to %.0f s)", grace)
         await subscription.cancel(grace=grace)
     finally:
+        await relay.stop()
         engine.close()
         await backends.close()
     logger.info("converter stopped")
@@ -118,14 +122,17 @@ async def _notification(health_port: int) -> None:
 
     settings = Settings()
     backends = await build_backends(settings, name="notification")
+    relay = OutboxRelay(backends.sessions, backends.broker)
+    relay.start()
     async with httpx.AsyncClient(timeout=15) as http:
         try:
-            service = NotificationService(settings, backends, build_sender(settings), http)
+            service = NotificationService(settings, backends, build_sender(settings), http, relay)
             subscription = await service.start()
             logger.info("notification consuming %s", settings.MP3_QUEUE)
             await wait_for_stop(backends, health_port)
             await subscription.cancel(grace=10)
         finally:
+            await relay.stop()
             await backends.close()
 
 

@@ -25,6 +25,7 @@ from alchemist.messaging.memory import InMemoryBroker
 from alchemist.messaging.messages import Mp3Ready, VideoUploaded
 from alchemist.notification.mail import build_sender
 from alchemist.notification.service import NotificationService
+from alchemist.outbox import OutboxRelay
 from alchemist.wiring import Backends, build_backends
 
 logger = logging.getLogger(__name__)
@@ -62,11 +63,11 @@ async def requeue_unfinished(settings: Settings, backends: Backends) -> int:
     def pending() -> tuple[list[VideoUploaded], list[Mp3Ready]]:
         with transaction(backends.sessions) as session:
             videos = [
-                VideoUploaded(job_id=j.id, video_fid=j.video_fid, username=j.owner)
+                VideoUploaded(job_id=j.id, video_fid=j.video_fid or "", username=j.owner)
                 for j in jobs.unfinished_jobs(session)
             ]
             mp3s = [
-                Mp3Ready(job_id=j.id, video_fid=j.video_fid, mp3_fid=j.mp3_fid, username=j.owner,
+                Mp3Ready(job_id=j.id, video_fid=j.video_fid or "", mp3_fid=j.mp3_fid, username=j.owner,
                          status="done" if j.status == JobStatus.DONE else "failed", error=j.error)
                 for j in jobs.unnotified_jobs(session)
             ]  # fmt: skip
@@ -98,9 +99,13 @@ async def _up(host: str, port: int, concurrency: int) -> None:
             auth_app.router.lifespan_context(auth_app),
             httpx.AsyncClient(timeout=15) as http,
         ):
-            gateway = create_gateway_app(settings, backends, httpx.ASGITransport(app=auth_app))
-            converting = await ConverterService(settings, backends, engine).start(concurrency)
-            notifying = await NotificationService(settings, backends, build_sender(settings), http).start()
+            relay = OutboxRelay(backends.sessions, backends.broker)
+            relay.start()
+            gateway = create_gateway_app(settings, backends, httpx.ASGITransport(app=auth_app), relay=relay)
+            converting = await ConverterService(settings, backends, engine, relay).start(concurrency)
+            notifying = await NotificationService(
+                settings, backends, build_sender(settings), http, relay
+            ).start()
             requeued = await requeue_unfinished(settings, backends)
             print(
                 f"Audio Alchemist is up: http://{shown}:{port}  (data in {settings.ALCHEMIST_DATA_DIR})",
@@ -119,6 +124,7 @@ async def _up(host: str, port: int, concurrency: int) -> None:
             await server.serve()
             await converting.cancel(grace=5)
             await notifying.cancel(grace=5)
+            await relay.stop()
     finally:
         engine.close()
         await backends.close()

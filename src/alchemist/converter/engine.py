@@ -43,13 +43,18 @@ class ConversionEngine:
         options: ConversionOptions | None = None,
         progress: Progress | None = None,
         filename: str | None = None,
+        max_output_bytes: int | None = None,
     ) -> ConversionResult:
-        """Write the default (else first) audio track of `source` as an MP3 to `destination`."""
+        """Write the default (else first) audio track of `source` as an MP3 to `destination`.
+
+        `max_output_bytes` bounds this output below the engine's limit (an upload's allowance).
+        """
         options = options or ConversionOptions()
+        ceiling = min(self.limits.max_output_bytes, max_output_bytes or self.limits.max_output_bytes)
         with self._source_path(source) as source_path:
             info = self._reader.probe(source_path)
             name = filename or (None if _is_stream(source) else os.fspath(source))  # type: ignore[arg-type]
-            return self._convert_described(source_path, info, destination, options, progress, name)
+            return self._convert_described(source_path, info, destination, options, progress, name, ceiling)
 
     def probe(self, source: str | os.PathLike[str]) -> MediaInfo:
         """Describe a file without converting it."""
@@ -67,6 +72,7 @@ class ConversionEngine:
         options: ConversionOptions,
         progress: Progress | None,
         filename: str | None,
+        max_output_bytes: int,
     ) -> ConversionResult:
         track = info.chosen_track()
         if track is None:
@@ -83,7 +89,7 @@ class ConversionEngine:
         child_limits = ChildLimits(
             cpu_seconds=self.limits.cpu_seconds(budget),
             memory_bytes=self.limits.memory_bytes,
-            output_bytes=self.limits.max_output_bytes,
+            output_bytes=max_output_bytes,
             wall_seconds=self.limits.wall_seconds(budget),
         )
         report = None if progress is None else (lambda done: progress(done, expected))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import select
 import subprocess
 import sys
@@ -16,6 +17,17 @@ from typing import Any
 from alchemist.converter.errors import ConversionFailedError, EngineUnavailableError, NotMediaError
 
 logger = logging.getLogger(__name__)
+# FFmpeg's words name errno values, /proc/N/fd paths and demuxer lists: noise (and internals)
+# to the owner of a job, who reads this reason.
+_NOISE = (re.compile(r"\[Errno -?\d+\]\s*"), re.compile(r":?\s*'[^']*'"), re.compile(r"\[[\w,]+\]\s*"))
+
+
+def readable(message: str) -> str:
+    """FFmpeg's error message without paths, errno codes and demuxer names."""
+    for pattern in _NOISE:
+        message = pattern.sub("", message)
+    message = message.replace("; last error log:", ":").strip(" ;:")
+    return message or "unreadable"
 
 
 @dataclass(frozen=True)
@@ -65,9 +77,8 @@ class MediaReader:
         with self._lock:
             answer = self._ask(request)
         if not answer["ok"]:
-            # FFmpeg's words name file descriptors and demuxers: useful in the log, noise to a user.
             logger.info("probe of %s failed: %s", path, answer["message"])
-            raise NotMediaError("not a media file in a supported format (audio or video)")
+            raise NotMediaError(f"not a media file in a supported format ({readable(answer['message'])})")
         audio = [AudioTrack(**track) for track in answer["audio"]]
         return MediaInfo(
             format=answer["format"],

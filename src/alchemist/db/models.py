@@ -5,7 +5,12 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from sqlalchemy import BigInteger, Boolean, DateTime, Float, Integer, String, Text
+from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Microseconds on MySQL too (its plain DATETIME keeps whole seconds): leases, heartbeats and
+# the live list compare moments less than a second apart.
+Moment = DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql")
 
 
 def utcnow() -> datetime:
@@ -36,8 +41,10 @@ class JobStatus:
     CONVERTING = "converting"
     DONE = "done"
     FAILED = "failed"
-    ALL = (QUEUED, CONVERTING, DONE, FAILED)
+    EXPIRED = "expired"  # done, and its output was deleted after RETENTION_DAYS
+    ALL = (QUEUED, CONVERTING, DONE, FAILED, EXPIRED)
     UNFINISHED = (QUEUED, CONVERTING)
+    FINISHED = (DONE, FAILED)
 
 
 class Job(Base):
@@ -50,7 +57,7 @@ class Job(Base):
     filename: Mapped[str] = mapped_column(String(255), nullable=False)
     status: Mapped[str] = mapped_column(String(16), index=True, nullable=False)
     progress: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)
-    video_fid: Mapped[str] = mapped_column(String(64), nullable=False)
+    video_fid: Mapped[str | None] = mapped_column(String(64), nullable=True)  # None once deleted
     video_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
     mp3_fid: Mapped[str | None] = mapped_column(String(64), index=True, nullable=True)
     pending_mp3_fid: Mapped[str | None] = mapped_column(String(64), nullable=True)
@@ -62,4 +69,26 @@ class Job(Base):
     webhook_url: Mapped[str | None] = mapped_column(String(2048), nullable=True)
     notified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow, index=True
+    )
+    heartbeat_at: Mapped[datetime | None] = mapped_column(Moment, nullable=True)
+    notify_lease_until: Mapped[datetime | None] = mapped_column(Moment, nullable=True)
+    notify_attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    expires_at: Mapped[datetime | None] = mapped_column(Moment, nullable=True, index=True)
+    output_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class OutboxMessage(Base):
+    """A message committed with the change it announces; a relay publishes it, then deletes it."""
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    queue: Mapped[str] = mapped_column(String(255), nullable=False)
+    message_id: Mapped[str] = mapped_column(String(128), nullable=False)
+    body: Mapped[str] = mapped_column(Text, nullable=False)
+    available_at: Mapped[datetime] = mapped_column(Moment, nullable=False, index=True)
+    claimed_until: Mapped[datetime | None] = mapped_column(Moment, nullable=True)
+    claimed_by: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    created_at: Mapped[datetime] = mapped_column(Moment, default=utcnow)

@@ -23,6 +23,8 @@ from alchemist.gateway.routes import auth, downloads, jobs, ops, pages, uploads,
 from alchemist.gateway.routes.pages import WEB
 from alchemist.gateway.security import Authenticator
 from alchemist.links import DownloadLinks
+from alchemist.outbox import OutboxRelay
+from alchemist.sweeper import Sweeper
 from alchemist.tokens import TokenSigner
 from alchemist.wiring import Backends, build_backends
 
@@ -40,8 +42,9 @@ def create_app(
     settings: Settings,
     backends: Backends | None = None,
     auth_transport: httpx.AsyncBaseTransport | None = None,
+    relay: OutboxRelay | None = None,
 ) -> FastAPI:
-    """The gateway app; backends are built in the lifespan unless handed in (alchemist up)."""
+    """The gateway app; backends and the outbox relay are built in the lifespan unless handed in."""
     signer = TokenSigner(
         secret=settings.jwt_secret(),
         issuer=settings.JWT_ISSUER,
@@ -54,13 +57,21 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         built = backends or await build_backends(settings, name="gateway")
         metrics.watch_jobs(built.sessions)
+        relaying = relay or OutboxRelay(built.sessions, built.broker)
+        sweeper = Sweeper(settings, built, relaying)
         async with httpx.AsyncClient(
             base_url=settings.auth_url, transport=auth_transport, timeout=30
         ) as client:
-            app.state.gateway = GatewayState(settings, Authenticator(signer), links, built, client, metrics)
+            state = GatewayState(settings, Authenticator(signer), links, built, client, metrics, relaying)
+            app.state.gateway = state
+            relaying.start()
+            sweeper.start()
             try:
                 yield
             finally:
+                await sweeper.stop()
+                if relay is None:
+                    await relaying.stop()
                 if backends is None:
                     await built.close()
 

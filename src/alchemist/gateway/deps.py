@@ -13,6 +13,7 @@ from alchemist.config import Settings
 from alchemist.gateway.metrics import GatewayMetrics
 from alchemist.gateway.security import SESSION_COOKIE, Authenticator, Caller
 from alchemist.links import DownloadLinks
+from alchemist.outbox import OutboxRelay
 from alchemist.wiring import Backends
 
 # Declared for the OpenAPI document (the Authorize button in /docs); Authenticator reads
@@ -31,6 +32,7 @@ class GatewayState:
     backends: Backends
     auth: httpx.AsyncClient
     metrics: GatewayMetrics
+    relay: OutboxRelay
 
 
 def get_state(request: Request) -> GatewayState:

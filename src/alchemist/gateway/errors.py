@@ -7,8 +7,9 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError
 
+from alchemist.db.outage import database_unavailable
 from alchemist.storage.base import BlobError, BlobNotFoundError
 
 logger = logging.getLogger(__name__)
@@ -23,19 +24,6 @@ async def invalid_request(request: Request, exc: Exception) -> JSONResponse:
         where = ".".join(str(part) for part in error.get("loc", ())) or "request"
         problems.append(f"{where}: {error.get('msg', 'invalid')}")
     return JSONResponse({"detail": "; ".join(problems) or "the request is invalid"}, 422)
-
-
-async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
-    """The database refused or dropped the connection: try again shortly."""
-    assert isinstance(exc, DBAPIError)
-    if not exc.connection_invalidated and not _is_operational(exc):
-        return await internal_error(request, exc)
-    logger.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc.orig)
-    return JSONResponse(
-        {"detail": "the database is unavailable; try again shortly"},
-        503,
-        headers={"Retry-After": RETRY_AFTER},
-    )
 
 
 async def storage_unavailable(request: Request, exc: Exception) -> JSONResponse:
@@ -54,10 +42,6 @@ async def internal_error(request: Request, exc: Exception) -> JSONResponse:
     """A bug: logged with its traceback, answered without one."""
     logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return JSONResponse({"detail": "internal error; it has been logged"}, 500)
-
-
-def _is_operational(exc: DBAPIError) -> bool:
-    return isinstance(exc, (OperationalError, InterfaceError))
 
 
 def install(app: FastAPI) -> None:

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
 
-JobStatusName = Literal["queued", "converting", "done", "failed"]
+JobStatusName = Literal["queued", "converting", "done", "failed", "expired"]
 
 
 class ErrorOut(BaseModel):
@@ -24,7 +24,7 @@ class Job(BaseModel):
     owner: str
     status: JobStatusName
     progress: float = Field(ge=0, le=1, description="0 to 1")
-    video_fid: str
+    video_fid: str | None = Field(description="The upload's id; null once it was deleted after conversion")
     mp3_fid: str | None = Field(description="The output's id (the seeds' name; any format)")
     error: str | None = Field(description="Why the job failed, in words")
     warning: str | None
@@ -32,6 +32,7 @@ class Job(BaseModel):
     duration: float | None = Field(description="Seconds of audio in the output")
     created_at: datetime
     updated_at: datetime
+    expires_at: datetime | None = Field(description="When the output will be deleted (RETENTION_DAYS)")
     download_url: str | None = Field(
         description="A signed link that downloads the output with no header (done jobs only)"
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -59,6 +60,10 @@ class Broker(Protocol):
         """Run the handler for each message; ack after it returns."""
         ...
 
+    async def consume_dead(self, queue: str, handler: Handler, *, prefetch: int = 1) -> Subscription:
+        """Run the handler for each dead letter of `queue` (ack after it returns, else retry)."""
+        ...
+
     async def dead_letters(self, queue: str) -> list[dict[str, Any]]:
         """Take every message out of the queue's dead-letter queue (for inspection and tests)."""
         ...
@@ -96,3 +101,14 @@ async def run_handler(handler: Handler, delivery: Delivery, max_attempts: int) -
         )  # fmt: skip
         return Verdict.RETRY
     return Verdict.ACK
+
+
+class SubscriptionGroup:
+    """Several consumers stopped as one."""
+
+    def __init__(self, *members: Subscription) -> None:
+        self.members = members
+
+    async def cancel(self, grace: float = 0.0) -> None:
+        """Cancel each (all get the same grace, at once)."""
+        await asyncio.gather(*(member.cancel(grace) for member in self.members))

@@ -26,6 +26,7 @@ class _Message:
 class _Queue:
     ready: asyncio.Queue[_Message] = field(default_factory=asyncio.Queue)
     dead: list[_Message] = field(default_factory=list)
+    dead_handler: Handler | None = None
 
 
 class InMemorySubscription:
@@ -78,6 +79,15 @@ class InMemoryBroker:
         task = asyncio.create_task(self._consume(queue, handler, prefetch, in_flight, stop_taking))
         return InMemorySubscription(task, in_flight, stop_taking)
 
+    async def consume_dead(self, queue: str, handler: Handler, *, prefetch: int = 1) -> InMemorySubscription:
+        """Hand each dead letter of `queue` to the handler (the ones already there first)."""
+        dead_queue = f"{queue}.dead"
+        self._queues[queue].dead_handler = handler
+        for message in self._queues[queue].dead:
+            self._queues[dead_queue].ready.put_nowait(message)
+        self._queues[queue].dead = []
+        return await self.consume(dead_queue, handler, prefetch=prefetch)
+
     async def dead_letters(self, queue: str) -> list[dict[str, Any]]:
         """Take the dead letters of a queue."""
         dead, self._queues[queue].dead = self._queues[queue].dead, []
@@ -126,4 +136,7 @@ class InMemoryBroker:
             message.attempt += 1
             state.ready.put_nowait(message)
         elif verdict is Verdict.DEAD:
-            state.dead.append(message)
+            if state.dead_handler is not None:  # consumed, as RabbitMQ's Q.dead would be
+                self._queues[f"{queue}.dead"].ready.put_nowait(_Message(message.body, message.message_id))
+            else:
+                state.dead.append(message)

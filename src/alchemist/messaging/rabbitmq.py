@@ -30,6 +30,7 @@ from alchemist.messaging.base import Delivery, Handler, PublishError, Verdict, r
 logger = logging.getLogger(__name__)
 ATTEMPT_HEADER = "x-attempt"
 RECONNECT_POLL = 0.2
+DEAD_RETRY_DELAY = 5.0  # a dead-letter handler that fails (e.g. the database is down) retries this often
 # Raised by aio-pika/aiormq while a connection or channel is down (robust ones come back).
 CONNECTION_ERRORS = (
     aiormq.exceptions.AMQPConnectionError,
@@ -130,6 +131,26 @@ class RabbitMQBroker:
         tag = await declared.consume(on_message, no_ack=False)
         return RabbitMQSubscription(channel, declared, tag, in_flight)
 
+    async def consume_dead(self, queue: str, handler: Handler, *, prefetch: int = 1) -> RabbitMQSubscription:
+        """Consume `queue.dead`; a failing handler's message goes back to it (nothing is dropped)."""
+        channel: AbstractRobustChannel = await self._require().channel()
+        await channel.set_qos(prefetch_count=prefetch)
+        await self._declare(channel, queue)
+        dead = await channel.get_queue(f"{queue}.dead")
+        in_flight: set[asyncio.Task[None]] = set()
+
+        async def on_message(message: AbstractIncomingMessage) -> None:
+            task = asyncio.current_task()
+            if task is not None:
+                in_flight.add(task)
+            try:
+                await self._settle_dead(f"{queue}.dead", handler, message)
+            finally:
+                in_flight.discard(task)
+
+        tag = await dead.consume(on_message, no_ack=False)
+        return RabbitMQSubscription(channel, dead, tag, in_flight)
+
     async def dead_letters(self, queue: str) -> list[dict[str, Any]]:
         """Take every message out of `queue.dead`."""
         channel = await self._require().channel()
@@ -229,6 +250,9 @@ class RabbitMQBroker:
             _check_confirmation(confirmation, queue)
             return
 
+    async def _settle_dead(self, queue: str, handler: Handler, message: AbstractIncomingMessage) -> None:
+        await _settle_dead_message(queue, handler, message)
+
     async def _settle(self, queue: str, handler: Handler, message: AbstractIncomingMessage) -> None:
         try:
             body = json.loads(message.body)
@@ -255,6 +279,23 @@ class RabbitMQBroker:
                 await _quietly(message.nack(requeue=True))
                 return
             await _quietly(message.ack())
+
+
+async def _settle_dead_message(queue: str, handler: Handler, message: AbstractIncomingMessage) -> None:
+    """Ack a handled dead letter; on failure wait a little and requeue it (a dead letter is final)."""
+    try:
+        body = json.loads(message.body)
+    except (ValueError, UnicodeDecodeError):
+        body = {}
+    delivery = Delivery(queue, body if isinstance(body, dict) else {}, message.message_id or "", 1)
+    try:
+        await handler(delivery)
+    except Exception:
+        logger.exception("dead letter %s on %s: handler failed; requeued", delivery.message_id, queue)
+        await asyncio.sleep(DEAD_RETRY_DELAY)
+        await _quietly(message.nack(requeue=True))
+        return
+    await _quietly(message.ack())
 
 
 def _check_confirmation(confirmation: object, queue: str) -> None:

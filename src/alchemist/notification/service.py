@@ -1,126 +1,135 @@
-"""The notification service: consumes MP3_QUEUE, emails the owner, calls the job's webhook.
+"""The notification service: consumes MP3_QUEUE, emails the owner, then calls the job's webhook.
 
-Exactly one notification per job: a conditional update claims the job before sending, and
-is released if sending fails so that the retry may send.
+At least once, recognisably: the claim is a lease that expires (a notifier that dies between
+the claim and the send is replaced), the email's Message-ID is derived from the job, and
+sending is the last step before the job is marked notified. Webhook deliveries are messages
+on WEBHOOK_QUEUE, retried with backoff through the outbox, never by sleeping in a handler.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
-import json
 import logging
+import uuid
 from dataclasses import dataclass
-from email.message import EmailMessage
-from email.utils import formatdate
-from urllib.parse import quote, urlsplit
+from datetime import datetime, timezone
 
 import httpx
 from sqlalchemy.orm import Session
 
-from alchemist import jobs
+from alchemist import jobs, outbox
 from alchemist.config import Settings
 from alchemist.db.engine import run_in_transaction
-from alchemist.db.models import Job, JobStatus
-from alchemist.links import DownloadLinks
-from alchemist.messaging.base import Delivery, PermanentFailure, Subscription
+from alchemist.db.models import Job
+from alchemist.messaging.base import Delivery, PermanentFailure, Subscription, SubscriptionGroup
 from alchemist.messaging.messages import Mp3Ready, ValidationError
+from alchemist.notification.channels.email import EmailChannel
+from alchemist.notification.channels.webhook import WebhookChannel, WebhookRetry
 from alchemist.notification.mail import MailSender
+from alchemist.outbox import OutboxRelay
 from alchemist.wiring import Backends
 
 logger = logging.getLogger(__name__)
-WEBHOOK_DELAYS = (1.0, 2.0, 4.0)
+WEBHOOK_FIRST_DELAY = 1.0
+DEAD_MP3_DELAY = 60.0  # a dead-lettered notification is tried again this much later
+
+
+def utcnow() -> datetime:
+    """Now, for leases."""
+    return datetime.now(timezone.utc)
 
 
 @dataclass
 class NotificationService:
-    """The handler of MP3_QUEUE."""
+    """The handler of MP3_QUEUE, its dead letters and WEBHOOK_QUEUE."""
 
     settings: Settings
     backends: Backends
     mail: MailSender
     http: httpx.AsyncClient
+    relay: OutboxRelay
+
+    @property
+    def email(self) -> EmailChannel:
+        """The email channel."""
+        return EmailChannel(self.settings, self.mail)
 
     async def start(self) -> Subscription:
-        """Consume MP3_QUEUE."""
-        return await self.backends.broker.consume(self.settings.MP3_QUEUE, self.handle, prefetch=4)
+        """Consume MP3_QUEUE, its dead letters and WEBHOOK_QUEUE."""
+        broker, settings = self.backends.broker, self.settings
+        return SubscriptionGroup(
+            await broker.consume(settings.MP3_QUEUE, self.handle, prefetch=4),
+            await broker.consume_dead(settings.MP3_QUEUE, self.handle_dead),
+            await broker.consume(settings.WEBHOOK_QUEUE, self.handle_webhook, prefetch=8),
+        )
 
     async def handle(self, delivery: Delivery) -> None:
-        """Notify the owner of one finished job, once."""
+        """Tell the owner of one finished job (once, unless a crash makes it twice)."""
         try:
             message = Mp3Ready.model_validate(delivery.body)
         except ValidationError as exc:
             raise PermanentFailure(f"not an mp3 message: {exc}") from exc
-        job = await run_in_transaction(self.backends.sessions, _claim, message.job_id)
+        sessions = self.backends.sessions
+        lease = self.settings.NOTIFY_LEASE_SECONDS
+        job = await run_in_transaction(
+            sessions, jobs.claim_notification, message.job_id, now=utcnow(), lease=lease
+        )
         if job is None:
-            return  # already notified, or the job was deleted
-        try:
-            await asyncio.to_thread(self.mail.send, self.email_for(job))
-        except Exception:
-            await run_in_transaction(self.backends.sessions, jobs.release_notification, job.id)
-            raise
-        if job.webhook_url:
-            await self._call_webhook(job)
-
-    def email_for(self, job: Job) -> EmailMessage:
-        """The email telling the owner how their job ended."""
-        message = EmailMessage()
-        message["From"] = self.settings.SMTP_FROM
-        message["To"] = job.owner
-        message["Date"] = formatdate(usegmt=True)
-        # Stable per job: a duplicate notification is recognisable as the same message.
-        message["Message-ID"] = f"<job-{job.id}@{self._mail_domain()}>"
-        if job.status == JobStatus.DONE:
-            public = self.settings.PUBLIC_URL.rstrip("/")
-            seeds_link = f"{public}/download?fid={quote(job.mp3_fid or '')}"
-            days = max(1, self.settings.DOWNLOAD_LINK_TTL_SECONDS // 86_400)
-            message["Subject"] = f"Your MP3 is ready: {job.filename}"
-            message.set_content(
-                f"Your MP3 of {job.filename} is ready.\n\n"
-                f"Download it (the link works for {days} days, or until you delete the job):\n"
-                f"{self.download_url(job)}\n\n"
-                f"fid: {job.mp3_fid}\n"
-                f'curl --output song.mp3 -X GET -H "Authorization: Bearer $JWT" "{seeds_link}"\n'
-                + (f"\nNote: {job.warning}\n" if job.warning else ""),
-                cte="8bit",
+            return  # told already, deleted, or another notifier holds the lease (it expires)
+        if job.notify_attempts > self.settings.NOTIFY_MAX_ATTEMPTS:
+            logger.error(
+                "giving up telling %s about job %s after %d tries", job.owner, job.id, job.notify_attempts
             )
-        else:
-            message["Subject"] = f"Conversion failed: {job.filename}"
-            message.set_content(f"We could not convert {job.filename}.\n\nReason: {job.error}\n", cte="8bit")
-        message["X-Alchemist-Job"] = job.id
-        return message
+            await run_in_transaction(sessions, jobs.mark_notified, job.id, utcnow())
+            return
+        try:
+            await asyncio.to_thread(self.email.send, job)
+        except Exception:
+            await run_in_transaction(sessions, jobs.release_notification, job.id)
+            raise
+        await run_in_transaction(sessions, self._record_sent, job)
+        self.relay.kick()
 
-    def download_url(self, job: Job) -> str | None:
-        """The signed link to the job's output that works in a browser with no header."""
-        if job.status != JobStatus.DONE or not job.mp3_fid:
-            return None
-        links = DownloadLinks(self.settings.jwt_secret(), self.settings.DOWNLOAD_LINK_TTL_SECONDS)
-        return links.url(self.settings.PUBLIC_URL, job.id, job.mp3_fid)
+    async def handle_dead(self, delivery: Delivery) -> None:
+        """A notification that failed every attempt (SMTP down for long): try again later."""
+        job_id = str(delivery.body.get("job_id", ""))
+        job = await run_in_transaction(self.backends.sessions, jobs.get_job, job_id) if job_id else None
+        if job is None or job.notified_at is not None:
+            return
+        await run_in_transaction(
+            self.backends.sessions, outbox.add, self.settings.MP3_QUEUE, delivery.body,
+            f"{job.id}.retry.{job.notify_attempts}", delay=DEAD_MP3_DELAY,
+        )  # fmt: skip
+        self.relay.kick()
 
-    def _mail_domain(self) -> str:
-        return urlsplit(self.settings.PUBLIC_URL).hostname or "audio-alchemist.invalid"
-
-    async def _call_webhook(self, job: Job) -> None:
-        payload = json.dumps(jobs.job_json(job, self.download_url(job)), sort_keys=True).encode()
-        signature = hmac.new(self.settings.webhook_secret().encode(), payload, hashlib.sha256).hexdigest()
-        headers = {
-            "Content-Type": "application/json",
-            "X-Alchemist-Signature": f"sha256={signature}",
-        }
-        for attempt, delay in enumerate((*WEBHOOK_DELAYS, None), start=1):
-            try:
-                response = await self.http.post(job.webhook_url or "", content=payload, headers=headers)
-                if response.status_code < 500:
-                    return
-            except httpx.HTTPError as exc:
-                logger.warning("webhook for job %s failed (attempt %d): %s", job.id, attempt, exc)
-            if delay is None:
-                logger.error("webhook for job %s gave up after %d attempts", job.id, attempt)
+    async def handle_webhook(self, delivery: Delivery) -> None:
+        """One webhook delivery attempt; a failure schedules the next one with backoff."""
+        body = delivery.body
+        job = await run_in_transaction(self.backends.sessions, jobs.get_job, str(body.get("job_id", "")))
+        if job is None or not job.webhook_url:
+            return
+        delivery_id, attempt = str(body.get("delivery_id", "")), int(body.get("attempt", 1))
+        try:
+            await WebhookChannel(self.settings, self.http).deliver(job, delivery_id, attempt)
+        except WebhookRetry as exc:
+            if attempt >= self.settings.WEBHOOK_MAX_ATTEMPTS:
+                logger.error(
+                    "webhook %s for job %s gave up after %d tries: %s", delivery_id, job.id, attempt, exc
+                )
                 return
-            await asyncio.sleep(delay)
+            delay = WEBHOOK_FIRST_DELAY * 2 ** (attempt - 1)
+            logger.warning("webhook %s (job %s) failed: %s; retry in %.0f s", delivery_id, job.id, exc, delay)
+            next_body = {"job_id": job.id, "delivery_id": delivery_id, "attempt": attempt + 1}
+            await run_in_transaction(
+                self.backends.sessions, outbox.add, self.settings.WEBHOOK_QUEUE, next_body,
+                f"{delivery_id}.{attempt + 1}", delay=delay,
+            )  # fmt: skip
+            self.relay.kick()
 
-
-def _claim(session: Session, job_id: str) -> Job | None:
-    """The job, if this caller is the one to notify its owner (once per job)."""
-    return jobs.get_job(session, job_id) if jobs.claim_notification(session, job_id) else None
+    def _record_sent(self, session: Session, job: Job) -> None:
+        """Mark the owner told and queue the webhook's first delivery, in one transaction."""
+        jobs.mark_notified(session, job.id, utcnow())
+        if job.webhook_url:
+            delivery_id = uuid.uuid4().hex
+            body = {"job_id": job.id, "delivery_id": delivery_id, "attempt": 1}
+            outbox.add(session, self.settings.WEBHOOK_QUEUE, body, f"{delivery_id}.1")

@@ -6,7 +6,6 @@ import base64
 
 import httpx
 from fastapi import APIRouter, HTTPException, Request, Response
-from fastapi.responses import PlainTextResponse
 
 from alchemist.gateway.deps import CallerDep, StateDep
 from alchemist.gateway.schemas import SessionOut, SignIn, errors
@@ -19,7 +18,8 @@ FORWARDED_HEADERS = ("www-authenticate", "retry-after")
 
 @router.post(
     "/login",
-    response_class=PlainTextResponse,
+    # Not PlainTextResponse: that would document the JSON errors below as text/plain too.
+    response_class=Response,
     responses={
         200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "The JWT"},
         **errors(401, 429, 503),
@@ -30,6 +30,8 @@ async def login(request: Request, state: StateDep) -> Response:
     # The raw bytes go on untouched: any byte a client sends is auth's to judge, not a 500 here.
     raw = dict(request.scope["headers"]).get(b"authorization")
     upstream = await _auth_login(state, raw)
+    if upstream.status_code >= 500:  # auth's own outage (its database) is ours to report as one
+        raise HTTPException(503, "signing in is unavailable; try again shortly", headers={"Retry-After": "5"})
     passed = {k: v for k, v in upstream.headers.items() if k in FORWARDED_HEADERS}
     return Response(
         upstream.content,
@@ -39,7 +41,7 @@ async def login(request: Request, state: StateDep) -> Response:
     )
 
 
-@router.post("/api/v1/session", responses=errors(401, 422, 429, 503))
+@router.post("/api/v1/session", responses=errors(400, 401, 422, 429, 503))
 async def sign_in(form: SignIn, request: Request, response: Response, state: StateDep) -> SessionOut:
     """Sign in with email and password; the session is an HttpOnly cookie."""
     pair = f"{form.email}:{form.password}".encode()

@@ -52,6 +52,8 @@ async def download_mp3(request: Request, fid: Fid, caller: CallerDep, backends: 
     "/api/v1/jobs/{job_id}/download",
     response_class=StreamingResponse,
     responses={**AUDIO_RESPONSE, **errors(401, 403, 404, 416, 422)},
+    # Signed in (Bearer or cookie), or no credentials at all with the download_url's query.
+    openapi_extra={"security": [{"HTTPBearer": []}, {"APIKeyCookie": []}, {}]},
 )
 async def download_job(
     request: Request,

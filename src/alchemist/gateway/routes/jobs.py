@@ -26,10 +26,29 @@ KEEPALIVE_SECONDS = 15.0
 # Clocks of the gateway and converter hosts differ a little: look back this far and let the
 # per-job payload cache drop what was sent already.
 CHANGE_OVERLAP = timedelta(seconds=5)
+# Before OpenAPI 3.2 (`itemSchema`), the schema of a text/event-stream describes one event.
+SSE_EVENT: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "event": {"type": "string", "enum": ["job", "deleted"]},
+        "data": {"type": "string"},
+        "retry": {"type": "integer", "minimum": 0},
+    },
+    "if": {"required": ["event"], "properties": {"event": {"const": "job"}}},
+    "then": {
+        "required": ["data"],
+        "properties": {
+            "data": {
+                "contentMediaType": "application/json",
+                "contentSchema": {"$ref": "#/components/schemas/Job"},
+            }
+        },
+    },
+}
 SSE_RESPONSE: dict[int | str, dict[str, Any]] = {
     200: {
-        "content": {"text/event-stream": {"schema": {"type": "string"}}},
-        "description": "Server-sent events: `event: job` with a Job as data",
+        "content": {"text/event-stream": {"schema": SSE_EVENT}},
+        "description": "Server-sent events: `event: job` with a Job as data (`deleted` when it is gone)",
     }
 }
 
@@ -59,13 +78,15 @@ async def list_jobs(
     )
 
 
-@router.get("/jobs/{job_id}", responses=errors(401, 403, 404))
+@router.get("/jobs/{job_id}", responses=errors(401, 403, 404, 422))
 async def read_job(request: Request, job_id: str, caller: CallerDep, state: StateDep) -> JobOut:
     """One of your jobs."""
     return job_out(request, state, await visible(state, caller.username, caller.admin, job_id))
 
 
-@router.delete("/jobs/{job_id}", status_code=204, response_class=Response, responses=errors(401, 403, 404))
+@router.delete(
+    "/jobs/{job_id}", status_code=204, response_class=Response, responses=errors(401, 403, 404, 422)
+)
 async def delete_job(job_id: str, caller: CallerDep, backends: BackendsDep, state: StateDep) -> Response:
     """Delete one of your jobs and its files (its download link stops working)."""
     job = await visible(state, caller.username, caller.admin, job_id)
@@ -76,7 +97,7 @@ async def delete_job(job_id: str, caller: CallerDep, backends: BackendsDep, stat
 @router.get(
     "/jobs/{job_id}/events",
     response_class=StreamingResponse,
-    responses={**SSE_RESPONSE, **errors(401, 403, 404)},
+    responses={**SSE_RESPONSE, **errors(401, 403, 404, 422)},
 )
 async def job_events(request: Request, job_id: str, caller: CallerDep, state: StateDep) -> StreamingResponse:
     """Server-sent events of one job (status and progress) until it ends."""

@@ -6,16 +6,16 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import BaseModel, ValidationError
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from alchemist import jobs
+from alchemist.config import Settings
 from alchemist.db.engine import run_in_transaction
-from alchemist.gateway.deps import BackendsDep, CallerDep, SettingsDep
-from alchemist.gateway.lifecycle import forget_job
+from alchemist.db.models import Job
+from alchemist.gateway.deps import BackendsDep, CallerDep, StateDep
 from alchemist.gateway.multipart import UploadError, store_upload
 from alchemist.gateway.schemas import OptionField, OptionList, UploadAccepted, UploadOptions, errors
-from alchemist.messaging.base import PublishError
-from alchemist.messaging.messages import VideoUploaded
 
 router = APIRouter(tags=["uploads"])
 UPLOAD_OVERHEAD = 64 * 1024  # multipart headers and boundaries on top of the file itself
@@ -46,12 +46,16 @@ def _multipart_schema() -> dict[str, Any]:
     },
 )
 async def upload_video(
-    request: Request, response: Response, caller: CallerDep, backends: BackendsDep, settings: SettingsDep
+    request: Request, response: Response, caller: CallerDep, backends: BackendsDep, state: StateDep
 ) -> UploadAccepted:
     """Upload a video (multipart field `file`, options as fields); its conversion is queued."""
+    settings = state.settings
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > settings.MAX_UPLOAD_BYTES + UPLOAD_OVERHEAD:
+    size = int(declared) if declared.isdigit() else 0
+    if size > settings.MAX_UPLOAD_BYTES + UPLOAD_OVERHEAD:
         raise HTTPException(413, f"the file is larger than the limit of {settings.MAX_UPLOAD_BYTES} bytes")
+    used = await run_in_transaction(backends.sessions, jobs.stored_bytes, caller.username)
+    check_quota(used, max(0, size - UPLOAD_OVERHEAD), settings.USER_QUOTA_BYTES)
     try:
         stored = await store_upload(
             request.stream(),
@@ -62,32 +66,48 @@ async def upload_video(
     except UploadError as exc:
         raise HTTPException(exc.status, exc.detail) from exc
     try:
+        check_quota(used, stored.blob.size, settings.USER_QUOTA_BYTES)
         options = parse_options(stored.fields)
         job = await run_in_transaction(
-            backends.sessions,
-            jobs.create_job,
-            owner=caller.username,
-            filename=stored.blob.filename,
-            video_fid=stored.blob.id,
-            video_bytes=stored.blob.size,
+            backends.sessions, record_upload, settings, owner=caller.username, filename=stored.blob.filename,
+            video_fid=stored.blob.id, video_bytes=stored.blob.size,
             webhook_url=str(options.webhook_url) if options.webhook_url else None,
-        )
+        )  # fmt: skip
     except BaseException:
         await run_in_threadpool(backends.videos.delete, stored.blob.id)  # nothing half-stored
         raise
-    message = VideoUploaded(job_id=job.id, video_fid=job.video_fid, username=job.owner)
-    try:
-        await backends.broker.publish(settings.VIDEO_QUEUE, message.to_body(), message_id=f"{job.id}.video")
-    except PublishError as exc:
-        await run_in_threadpool(forget_job, backends, job)
-        raise HTTPException(
-            503, f"could not queue the conversion, nothing was kept: {exc}", headers={"Retry-After": "5"}
-        ) from exc
+    state.relay.kick()  # the outbox holds the message: it is sent even if we die right now
     location = f"/api/v1/jobs/{job.id}"
     response.headers["Location"] = location
     return UploadAccepted(
-        job_id=job.id, video_fid=job.video_fid, status="queued", events=f"{location}/events", job=location
+        job_id=job.id, video_fid=stored.blob.id, status="queued", events=f"{location}/events", job=location
     )
+
+
+def record_upload(session: Session, settings: Settings, /, **fields: Any) -> Job:
+    """The job and its video message, committed together (the transactional outbox)."""
+    job = jobs.create_job(session, **fields)
+    jobs.queue_conversion(session, settings, job)
+    return job
+
+
+def check_quota(used: int, adding: int, quota: int) -> None:
+    """413 when this upload would take the user past their storage quota."""
+    if used + adding > quota:
+        raise HTTPException(
+            413,
+            f"storage quota exceeded: you keep {_size(used)} of your {_size(quota)}; this upload needs "
+            f"{_size(adding)} (delete finished jobs to make room)",
+        )
+
+
+def _size(count: int) -> str:
+    value = float(count)
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "bytes" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{count} bytes"
 
 
 @router.get("/api/v1/options")

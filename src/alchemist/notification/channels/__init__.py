@@ -1,0 +1,1 @@
+"""How an owner is told: one module per channel (email, webhook)."""
