@@ -79,6 +79,8 @@ class Settings(BaseSettings):
     NOTIFY_LEASE_SECONDS: float = Field(default=120.0, gt=0)
     NOTIFY_MAX_ATTEMPTS: int = Field(default=10, ge=1)
     SWEEP_INTERVAL_SECONDS: float = Field(default=15.0, gt=0)
+    ORPHAN_MIN_AGE_SECONDS: float = Field(default=3600.0, gt=0)
+    ORPHAN_SCAN_SECONDS: float = Field(default=3600.0, gt=0)
 
     VIDEO_QUEUE: str = "video"
     MP3_QUEUE: str = "mp3"

@@ -20,10 +20,10 @@ from sqlalchemy.orm import Session
 
 from alchemist import jobs
 from alchemist.config import Settings
-from alchemist.db.engine import run_in_transaction
+from alchemist.db.engine import run_in_transaction, transaction
 from alchemist.db.models import Job
 from alchemist.outbox import OutboxRelay
-from alchemist.storage.base import BlobNotFoundError
+from alchemist.storage.base import BlobInfo, BlobNotFoundError
 from alchemist.wiring import Backends
 
 logger = logging.getLogger(__name__)
@@ -32,6 +32,50 @@ logger = logging.getLogger(__name__)
 def utcnow() -> datetime:
     """The sweeper's clock (tests hand in their own)."""
     return datetime.now(timezone.utc)
+
+
+@dataclass(frozen=True)
+class Orphan:
+    """A stored blob no job refers to."""
+
+    store: str
+    blob: BlobInfo
+
+
+@dataclass
+class StorageAudit:
+    """Blobs no job refers to, and pieces of writes that never finished."""
+
+    orphans: list[Orphan]
+    partial: int
+
+
+def audit_storage(backends: Backends, older_than: datetime, *, fix: bool = False) -> StorageAudit:
+    """Find (and with `fix`, delete) orphans and partial writes older than `older_than`.
+
+    Newer blobs are left alone: an upload stores its file just before it records its job.
+    """
+    with transaction(backends.sessions) as session:
+        videos, outputs = jobs.referenced_blobs(session)
+    found: list[Orphan] = []
+    partial = 0
+    for name, store, referenced in (("videos", backends.videos, videos), ("outputs", backends.mp3s, outputs)):
+        found += [
+            Orphan(name, blob)
+            for blob in store.list()
+            if blob.id not in referenced and blob.created < older_than
+        ]
+        partial += store.purge_partial(older_than, dry_run=not fix)
+    if fix:
+        with transaction(backends.sessions) as session:  # refer-check again: a job may have come
+            videos, outputs = jobs.referenced_blobs(session)
+        for orphan in found:
+            store, referenced = (
+                (backends.videos, videos) if orphan.store == "videos" else (backends.mp3s, outputs)
+            )
+            if orphan.blob.id not in referenced:
+                store.delete(orphan.blob.id)
+    return StorageAudit(found, partial)
 
 
 @dataclass
@@ -44,6 +88,7 @@ class SweepReport:
     renotified: int = 0
     sources_deleted: int = 0
     outputs_expired: int = 0
+    orphans_deleted: int = 0
 
     def total(self) -> int:
         """Everything it changed."""
@@ -59,6 +104,7 @@ class Sweeper:
     relay: OutboxRelay
     clock: Callable[[], datetime] = utcnow
     _renotified: dict[str, float] = field(default_factory=dict)
+    _last_audit: float | None = None
     _task: asyncio.Task[None] | None = None
 
     async def sweep_once(self) -> SweepReport:
@@ -70,6 +116,7 @@ class Sweeper:
         await self._unnotified(now, report)
         await self._sources(report)
         await self._expired(now, report)
+        await self._orphans(now, report)
         if report.total():
             self.relay.kick()
             logger.info("sweep: %s", report)
@@ -119,6 +166,18 @@ class Sweeper:
                     await asyncio.to_thread(self.backends.mp3s.delete, job.mp3_fid)
             await self._write(jobs.mark_expired, job.id)
             report.outputs_expired += 1
+
+    async def _orphans(self, now: datetime, report: SweepReport) -> None:
+        due = (
+            self._last_audit is None
+            or time.monotonic() - self._last_audit >= self.settings.ORPHAN_SCAN_SECONDS
+        )
+        if not due:
+            return
+        self._last_audit = time.monotonic()
+        older_than = now - timedelta(seconds=self.settings.ORPHAN_MIN_AGE_SECONDS)
+        audit = await asyncio.to_thread(audit_storage, self.backends, older_than, fix=True)
+        report.orphans_deleted += len(audit.orphans) + audit.partial
 
     def _fail(self, session: Session, job: Job, reason: str) -> bool:
         if not jobs.fail(session, job.id, reason):

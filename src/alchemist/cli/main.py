@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from alchemist import __version__
-from alchemist.cli import convert, database, services, up, users
+from alchemist.cli import convert, database, services, storage, up, users
 from alchemist.config import ConfigError
 
 
@@ -22,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     users.register(commands)
     database.register(commands)
     convert.register(commands)
+    storage.register(commands)
     return parser
 
 

@@ -78,6 +78,14 @@ class BlobStore(Protocol):
         """Raise when the backend is unreachable."""
         ...
 
+    def list(self) -> Iterator[BlobInfo]:
+        """Every stored blob (for audits: orphans are blobs no job refers to)."""
+        ...
+
+    def purge_partial(self, older_than: datetime, *, dry_run: bool = False) -> int:
+        """Remove pieces of writes that never finished (a crash mid-upload) older than that; how many."""
+        ...
+
 
 def exists(store: BlobStore, blob_id: str) -> bool:
     """True when the blob is stored."""

@@ -8,6 +8,7 @@ import os
 import re
 import tempfile
 import uuid
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import BinaryIO
@@ -110,6 +111,32 @@ class FileStore:
         """The directory is there and writable."""
         if not os.access(self._incoming, os.W_OK):
             raise OSError(f"{self._incoming} is not writable")
+
+    def list(self) -> Iterator[BlobInfo]:
+        """Every complete blob under the root (sidecars and temp files are not blobs)."""
+        for folder in sorted(self.root.iterdir()):
+            if not folder.is_dir() or folder == self._incoming:
+                continue
+            for path in sorted(folder.iterdir()):
+                if BLOB_ID.fullmatch(path.name):
+                    with contextlib.suppress(BlobNotFoundError):  # deleted meanwhile
+                        yield self.stat(path.name)
+
+    def purge_partial(self, older_than: datetime, *, dry_run: bool = False) -> int:
+        """Temp files of writes that died, and sidecars whose data never arrived."""
+        cutoff = older_than.timestamp()
+        stale = [p for p in self._incoming.iterdir() if p.is_file() and p.stat().st_mtime < cutoff]
+        for folder in self.root.iterdir():
+            if folder.is_dir() and folder != self._incoming:
+                stale += [
+                    sidecar
+                    for sidecar in folder.glob("*.json")
+                    if not sidecar.with_suffix("").exists() and sidecar.stat().st_mtime < cutoff
+                ]
+        if not dry_run:
+            for path in stale:
+                path.unlink(missing_ok=True)
+        return len(stale)
 
     def _paths(self, blob_id: str) -> tuple[Path, Path]:
         # Only 32 lower-case hex digits are ids: nothing else can name a path.

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import timezone
+import contextlib
+from collections.abc import Iterator
+from datetime import datetime, timezone
 from typing import Any, BinaryIO
 
 from bson import ObjectId
@@ -97,6 +99,26 @@ class GridFSStore:
     def ping(self) -> None:
         """The server answers."""
         self._database.command("ping")
+
+    def list(self) -> Iterator[BlobInfo]:
+        """Every file document of the bucket."""
+        for document in self._files.find({}, {"_id": 1}):
+            with contextlib.suppress(BlobNotFoundError):
+                yield self.stat(str(document["_id"]))
+
+    def purge_partial(self, older_than: datetime, *, dry_run: bool = False) -> int:
+        """Chunks whose file document never came (an upload that died) or was deleted."""
+        known = {document["_id"] for document in self._files.find({}, {"_id": 1})}
+        cutoff = older_than.timestamp()
+        stray = [
+            files_id
+            for files_id in self._chunks.distinct("files_id")
+            if files_id not in known and isinstance(files_id, ObjectId)
+            and files_id.generation_time.timestamp() < cutoff
+        ]  # fmt: skip
+        if not dry_run and stray:
+            self._chunks.delete_many({"files_id": {"$in": stray}})
+        return len(stray)
 
 
 def _object_id(blob_id: str) -> ObjectId:

@@ -159,3 +159,26 @@ def test_a_blob_can_be_named_before_it_is_written(store_under_test: StoreUnderTe
     assert store.stat(chosen).size == len(PAYLOAD)
     with pytest.raises(BlobNotFoundError):
         store.put(pieces(b"x"), filename="x", content_type="v", blob_id="../escape")
+
+
+def test_list_shows_every_complete_blob_and_nothing_else(store_under_test: StoreUnderTest) -> None:
+    store = store_under_test.store
+    assert list(store.list()) == []
+    first = store.put(pieces(b"a" * 10), filename="a.mp4", content_type="video/mp4")
+    second = store.put(pieces(b"b" * 20), filename="b.mp3", content_type="audio/mpeg")
+    with pytest.raises(BlobTooLargeError):
+        store.put(pieces(PAYLOAD), filename="big.mp4", content_type="video/mp4", max_bytes=1000)
+    listed = {blob.id: blob for blob in store.list()}
+    assert set(listed) == {first.id, second.id}
+    assert (listed[first.id].size, listed[second.id].filename) == (10, "b.mp3")
+    store.delete(first.id)
+    assert [blob.id for blob in store.list()] == [second.id]
+
+
+def test_purge_partial_spares_complete_blobs_and_new_writes(store_under_test: StoreUnderTest) -> None:
+    store = store_under_test.store
+    kept = store.put(pieces(PAYLOAD), filename="kept.mp4", content_type="video/mp4")
+    future = datetime.now(timezone.utc) + timedelta(hours=1)
+    assert store.purge_partial(future, dry_run=True) == 0  # nothing half-written exists
+    assert store.purge_partial(future) == 0
+    assert exists(store, kept.id) and store.stat(kept.id).size == len(PAYLOAD)
