@@ -23,3 +23,9 @@ async def index_page() -> FileResponse:
 async def docs_page() -> FileResponse:
     """Swagger UI for /openapi.json."""
     return FileResponse(WEB / "docs.html", media_type="text/html; charset=utf-8", headers=NO_CACHE)
+
+
+@router.get("/favicon.ico")
+async def favicon() -> FileResponse:
+    """Browsers ask for it on pages that are not ours (a JSON error, an MP3 opened inline)."""
+    return FileResponse(WEB / "static" / "favicon.svg", media_type="image/svg+xml")
