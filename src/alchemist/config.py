@@ -64,6 +64,7 @@ class Settings(BaseSettings):
     LOGIN_FAILURE_WINDOW_SECONDS: int = 300
 
     AUTH_SVC_ADDRESS: str = "127.0.0.1:5000"
+    METRICS_PORT: int | None = Field(default=None, ge=1, le=65535)
     PUBLIC_URL: str = "http://localhost:8080"
     DOWNLOAD_LINK_TTL_SECONDS: int = Field(default=7 * 86_400, ge=60)
     MAX_UPLOAD_BYTES: int = 2 << 30

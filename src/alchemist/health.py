@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
+from prometheus_client import CollectorRegistry
 from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 
+from alchemist.telemetry import metrics_response
 from alchemist.wiring import Backends
 
 logger = logging.getLogger(__name__)
@@ -48,9 +50,13 @@ async def readiness_response(backends: Backends) -> JSONResponse:
     return JSONResponse({"status": "ok" if ready else "unavailable", **checks}, 200 if ready else 503)
 
 
-def create_health_app(backends: Backends) -> FastAPI:
-    """/healthz and /readyz for a worker that serves nothing else (probes need a port)."""
+def create_health_app(backends: Backends, registry: CollectorRegistry | None = None) -> FastAPI:
+    """/healthz, /readyz and /metrics for a worker that serves nothing else (probes need a port)."""
     app = FastAPI(title="Audio Alchemist worker health", docs_url=None, redoc_url=None)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return await metrics_response(registry or CollectorRegistry())
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

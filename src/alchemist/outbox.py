@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from alchemist.db.engine import run_in_transaction
 from alchemist.db.models import OutboxMessage
 from alchemist.messaging.base import Broker, PublishError
+from alchemist.telemetry import Telemetry
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +96,7 @@ class OutboxRelay:
     lease: float = 30.0
     batch: int = 100
     clock: Callable[[], datetime] = now_utc
+    telemetry: Telemetry | None = None
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _stopping: bool = False
     _task: asyncio.Task[None] | None = None
@@ -119,6 +121,8 @@ class OutboxRelay:
             sent.append(message.id)
         if sent:
             await run_in_transaction(self.sessions, remove, sent)
+            if self.telemetry is not None:
+                self.telemetry.outbox_published.inc(len(sent))
         return len(sent)
 
     async def run(self) -> None:

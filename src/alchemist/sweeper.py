@@ -24,6 +24,7 @@ from alchemist.db.engine import run_in_transaction, transaction
 from alchemist.db.models import Job
 from alchemist.outbox import OutboxRelay
 from alchemist.storage.base import BlobInfo, BlobNotFoundError
+from alchemist.telemetry import Telemetry
 from alchemist.wiring import Backends
 
 logger = logging.getLogger(__name__)
@@ -103,6 +104,7 @@ class Sweeper:
     backends: Backends
     relay: OutboxRelay
     clock: Callable[[], datetime] = utcnow
+    telemetry: Telemetry | None = None
     _renotified: dict[str, float] = field(default_factory=dict)
     _last_audit: float | None = None
     _task: asyncio.Task[None] | None = None
@@ -119,6 +121,10 @@ class Sweeper:
         await self._orphans(now, report)
         if report.total():
             self.relay.kick()
+            if self.telemetry is not None:
+                for action, count in vars(report).items():
+                    if count:
+                        self.telemetry.sweeps.labels(action).inc(count)
             logger.info("sweep: %s", report)
         return report
 

@@ -112,6 +112,9 @@ def test_ranges_events_and_metrics(up: Up, tmp_path: Path) -> None:
     assert 'alchemist_jobs{status="done"}' in metrics
     assert 'alchemist_http_requests_total{method="GET",route="/download",status="206"} 1.0' in metrics
     assert "alchemist_queue_lag_seconds" in metrics
+    assert 'alchemist_http_request_duration_seconds_count{method="GET",route="/download"}' in metrics
+    assert "alchemist_outbox_pending " in metrics and "alchemist_database_up 1.0" in metrics
+    assert 'alchemist_conversions_total{status="done"}' in metrics
     assert "alchemist_conversions_total" in metrics
     seconds = [
         line for line in metrics.splitlines() if line.startswith("alchemist_conversion_seconds_total ")

@@ -10,10 +10,12 @@ import signal
 
 import httpx
 import uvicorn
+from prometheus_client import CollectorRegistry
 
 from alchemist.config import Settings
 from alchemist.health import create_health_app
 from alchemist.outbox import OutboxRelay
+from alchemist.telemetry import Telemetry, create_metrics_app
 from alchemist.wiring import Backends
 
 logger = logging.getLogger(__name__)
@@ -55,14 +57,36 @@ def run_auth(args: argparse.Namespace) -> int:
 
 
 def run_gateway(args: argparse.Namespace) -> int:
-    """Serve the gateway until interrupted."""
+    """Serve the gateway until interrupted (and /metrics on METRICS_PORT when it is set)."""
     from alchemist.gateway.app import create_app
 
-    uvicorn.run(create_app(Settings()), host=args.host, port=args.port, log_level="info", server_header=False)
+    settings = Settings()
+    app = create_app(settings)
+    public = uvicorn.Config(app, host=args.host, port=args.port, log_level="info", server_header=False)
+    if settings.METRICS_PORT is None:
+        uvicorn.Server(public).run()
+        return 0
+    metrics = uvicorn.Config(
+        create_metrics_app(app.state.telemetry.registry), host=args.host, port=settings.METRICS_PORT,
+        log_level="warning", lifespan="off", server_header=False,
+    )  # fmt: skip
+    asyncio.run(_serve_together(uvicorn.Server(public), uvicorn.Server(metrics)))
     return 0
 
 
-async def wait_for_stop(backends: Backends, health_port: int) -> None:
+async def _serve_together(main: uvicorn.Server, side: uvicorn.Server) -> None:
+    """Run both servers; when the main one ends (a signal, or it could not start) stop the other."""
+    side_task = asyncio.ensure_future(side.serve())
+    try:
+        await main.serve()
+    finally:
+        side.should_exit = True
+        await side_task
+
+
+async def wait_for_stop(
+    backends: Backends, health_port: int, registry: CollectorRegistry | None = None
+) -> None:
     """Serve the health endpoints (when asked) until SIGTERM or SIGINT."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -71,7 +95,7 @@ async def wait_for_stop(backends: Backends, health_port: int) -> None:
     if not health_port:
         await stop.wait()
         return
-    config = uvicorn.Config(create_health_app(backends), host=ALL_INTERFACES, port=health_port,
+    config = uvicorn.Config(create_health_app(backends, registry), host=ALL_INTERFACES, port=health_port,
                             log_level="warning", lifespan="off", server_header=False)  # fmt: skip
     server = uvicorn.Server(config)
     serving = asyncio.ensure_future(server.serve())
@@ -93,13 +117,14 @@ async def _converter(concurrency: int, grace: float, health_port: int) -> None:
     settings = Settings()
     backends = await build_backends(settings, name="converter")
     engine = build_engine(settings)
-    relay = OutboxRelay(backends.sessions, backends.broker)
+    telemetry = Telemetry()
+    relay = OutboxRelay(backends.sessions, backends.broker, telemetry=telemetry)
     relay.start()
     try:
-        service = ConverterService(settings, backends, engine, relay)
+        service = ConverterService(settings, backends, engine, relay, telemetry)
         subscription = await service.start(concurrency)
         logger.info("converter consuming %s (concurrency %d)", settings.VIDEO_QUEUE, concurrency)
-        await wait_for_stop(backends, health_port)
+        await wait_for_stop(backends, health_port, telemetry.registry)
         logger.info("stopping: finishing the jobs in hand (up to %.0f s)", grace)
         await subscription.cancel(grace=grace)
     finally:
@@ -122,14 +147,15 @@ async def _notification(health_port: int) -> None:
 
     settings = Settings()
     backends = await build_backends(settings, name="notification")
-    relay = OutboxRelay(backends.sessions, backends.broker)
+    telemetry = Telemetry()
+    relay = OutboxRelay(backends.sessions, backends.broker, telemetry=telemetry)
     relay.start()
     async with httpx.AsyncClient(timeout=15) as http:
         try:
-            service = NotificationService(settings, backends, build_sender(settings), http, relay)
+            service = NotificationService(settings, backends, build_sender(settings), http, relay, telemetry)
             subscription = await service.start()
             logger.info("notification consuming %s", settings.MP3_QUEUE)
-            await wait_for_stop(backends, health_port)
+            await wait_for_stop(backends, health_port, telemetry.registry)
             await subscription.cancel(grace=10)
         finally:
             await relay.stop()

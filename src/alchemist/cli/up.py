@@ -26,6 +26,7 @@ from alchemist.messaging.messages import Mp3Ready, VideoUploaded
 from alchemist.notification.mail import build_sender
 from alchemist.notification.service import NotificationService
 from alchemist.outbox import OutboxRelay
+from alchemist.telemetry import Telemetry
 from alchemist.wiring import Backends, build_backends
 
 logger = logging.getLogger(__name__)
@@ -99,13 +100,17 @@ async def _up(host: str, port: int, concurrency: int) -> None:
             auth_app.router.lifespan_context(auth_app),
             httpx.AsyncClient(timeout=15) as http,
         ):
-            relay = OutboxRelay(backends.sessions, backends.broker)
+            telemetry = Telemetry()  # one registry: the gateway's /metrics shows every service
+            relay = OutboxRelay(backends.sessions, backends.broker, telemetry=telemetry)
             relay.start()
-            gateway = create_gateway_app(settings, backends, httpx.ASGITransport(app=auth_app), relay=relay)
-            converting = await ConverterService(settings, backends, engine, relay).start(concurrency)
-            notifying = await NotificationService(
-                settings, backends, build_sender(settings), http, relay
-            ).start()
+            gateway = create_gateway_app(
+                settings, backends, httpx.ASGITransport(app=auth_app), relay=relay, telemetry=telemetry
+            )
+            converting = await ConverterService(settings, backends, engine, relay, telemetry).start(
+                concurrency
+            )
+            sender = build_sender(settings)
+            notifying = await NotificationService(settings, backends, sender, http, relay, telemetry).start()
             requeued = await requeue_unfinished(settings, backends)
             print(
                 f"Audio Alchemist is up: http://{shown}:{port}  (data in {settings.ALCHEMIST_DATA_DIR})",

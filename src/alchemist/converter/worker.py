@@ -16,7 +16,7 @@ import os
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path, PurePath
 
@@ -33,6 +33,7 @@ from alchemist.messaging.base import Delivery, PermanentFailure, Subscription, S
 from alchemist.messaging.messages import ValidationError, VideoUploaded
 from alchemist.outbox import OutboxRelay
 from alchemist.storage.base import BlobNotFoundError, exists
+from alchemist.telemetry import Telemetry
 from alchemist.wiring import Backends
 
 logger = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ class ConverterService:
     backends: Backends
     engine: ConversionEngine
     relay: OutboxRelay
+    telemetry: Telemetry = field(default_factory=Telemetry)
 
     async def start(self, concurrency: int = 1) -> Subscription:
         """Consume VIDEO_QUEUE with `concurrency` conversions at once, and its dead letters."""
@@ -72,7 +74,7 @@ class ConverterService:
             return
         if job.attempts > self.settings.MAX_ATTEMPTS:
             # Earlier attempts never came back (their converter died): stop feeding the file in.
-            await self._give_up(job, jobs.stopped_reason(job.attempts - 1))
+            await self._give_up(job, jobs.stopped_reason(job.attempts - 1), "converter_stopped")
             return
         logger.info("converting job %s (attempt %d)", job.id, job.attempts)
         try:
@@ -80,12 +82,12 @@ class ConverterService:
                 mp3_fid, result, seconds = await asyncio.to_thread(self._convert, job)
         except ConversionError as exc:
             if exc.permanent or job.attempts >= self.settings.MAX_ATTEMPTS:
-                await self._give_up(job, str(exc))
+                await self._give_up(job, str(exc), exc.code)
                 raise PermanentFailure(str(exc)) from exc
             raise
         except Exception as exc:
             if job.attempts >= self.settings.MAX_ATTEMPTS:
-                await self._give_up(job, f"conversion failed after {job.attempts} attempts: {exc}")
+                await self._give_up(job, f"conversion failed after {job.attempts} attempts: {exc}", "error")
             raise
         await self._finish(job, mp3_fid, result, seconds)
 
@@ -96,7 +98,7 @@ class ConverterService:
         if job is None or job.status not in JobStatus.UNFINISHED:
             return  # gone, or already ended (a permanent failure announces itself)
         reason = jobs.stopped_reason(job.attempts) if job.attempts else "the conversion could not be started"
-        await self._give_up(job, reason)
+        await self._give_up(job, reason, "dead_letter")
 
     async def _take(self, job_id: str) -> Job | None:
         """The job, taken for one attempt; None when there is nothing (more) to do here."""
@@ -157,6 +159,10 @@ class ConverterService:
 
         winner = await run_in_transaction(self.backends.sessions, record)
         self.relay.kick()
+        if winner == mp3_fid:
+            self.telemetry.conversions.labels("done").inc()
+            self.telemetry.conversion_seconds.inc(seconds)
+            self.telemetry.conversion_duration.observe(seconds)
         if winner != mp3_fid:
             # The job was deleted, or another attempt finished first: ours would be an orphan.
             await asyncio.to_thread(self.backends.mp3s.delete, mp3_fid)
@@ -216,16 +222,20 @@ class ConverterService:
 
         return write
 
-    async def _give_up(self, job: Job, reason: str) -> None:
+    async def _give_up(self, job: Job, reason: str, code: str) -> None:
         """Fail the job and queue the owner's notification, in one transaction."""
 
-        def record(session: Session) -> None:
-            if jobs.fail(session, job.id, reason):
-                failed = jobs.get_job(session, job.id)
-                if failed is not None:
-                    jobs.queue_announcement(session, self.settings, failed)
+        def record(session: Session) -> bool:
+            if not jobs.fail(session, job.id, reason):
+                return False
+            failed = jobs.get_job(session, job.id)
+            if failed is not None:
+                jobs.queue_announcement(session, self.settings, failed)
+            return True
 
-        await run_in_transaction(self.backends.sessions, record)
+        if await run_in_transaction(self.backends.sessions, record):
+            self.telemetry.conversions.labels("failed").inc()
+            self.telemetry.failures.labels(code).inc()
         self.relay.kick()
         if not self.settings.KEEP_VIDEOS and job.video_fid:
             await asyncio.to_thread(self._drop_video, job)

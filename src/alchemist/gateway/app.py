@@ -17,7 +17,7 @@ from alchemist import __version__
 from alchemist.config import Settings
 from alchemist.gateway import errors
 from alchemist.gateway.deps import GatewayState
-from alchemist.gateway.metrics import GatewayMetrics
+from alchemist.gateway.metrics import JobCollector
 from alchemist.gateway.middleware import RequestMetrics, SecurityHeaders
 from alchemist.gateway.routes import auth, downloads, jobs, ops, pages, uploads, users
 from alchemist.gateway.routes.pages import WEB
@@ -25,6 +25,7 @@ from alchemist.gateway.security import Authenticator
 from alchemist.links import DownloadLinks
 from alchemist.outbox import OutboxRelay
 from alchemist.sweeper import Sweeper
+from alchemist.telemetry import Telemetry
 from alchemist.tokens import TokenSigner
 from alchemist.wiring import Backends, build_backends
 
@@ -43,6 +44,7 @@ def create_app(
     backends: Backends | None = None,
     auth_transport: httpx.AsyncBaseTransport | None = None,
     relay: OutboxRelay | None = None,
+    telemetry: Telemetry | None = None,
 ) -> FastAPI:
     """The gateway app; backends and the outbox relay are built in the lifespan unless handed in."""
     signer = TokenSigner(
@@ -51,14 +53,15 @@ def create_app(
         ttl=timedelta(seconds=settings.JWT_TTL_SECONDS),
     )
     links = DownloadLinks(signer.secret, settings.DOWNLOAD_LINK_TTL_SECONDS)
-    metrics = GatewayMetrics()
+    metrics = telemetry or Telemetry()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         built = backends or await build_backends(settings, name="gateway")
-        metrics.watch_jobs(built.sessions)
-        relaying = relay or OutboxRelay(built.sessions, built.broker)
-        sweeper = Sweeper(settings, built, relaying)
+        collector = JobCollector(built.sessions)
+        metrics.registry.register(collector)
+        relaying = relay or OutboxRelay(built.sessions, built.broker, telemetry=metrics)
+        sweeper = Sweeper(settings, built, relaying, telemetry=metrics)
         async with httpx.AsyncClient(
             base_url=settings.auth_url, transport=auth_transport, timeout=30
         ) as client:
@@ -72,6 +75,7 @@ def create_app(
                 await sweeper.stop()
                 if relay is None:
                     await relaying.stop()
+                metrics.registry.unregister(collector)
                 if backends is None:
                     await built.close()
 
@@ -84,11 +88,14 @@ def create_app(
         redoc_url=None,
         generate_unique_id_function=operation_id,
     )
-    app.add_middleware(RequestMetrics, metrics=metrics)
+    app.add_middleware(RequestMetrics, telemetry=metrics)
     app.add_middleware(SecurityHeaders)
     errors.install(app)
     for module in (auth, uploads, downloads, jobs, users, pages, ops):
         app.include_router(module.router)
+    if settings.METRICS_PORT is None:
+        app.include_router(ops.metrics_router)
+    app.state.telemetry = metrics  # `alchemist gateway` serves it on METRICS_PORT when set
     app.mount(
         "/static/swagger", StaticFiles(directory=Path(str(files("fastapi_offline") / "static"))), "swagger"
     )

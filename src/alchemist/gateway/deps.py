@@ -10,10 +10,10 @@ from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import APIKeyCookie, HTTPBearer
 
 from alchemist.config import Settings
-from alchemist.gateway.metrics import GatewayMetrics
 from alchemist.gateway.security import SESSION_COOKIE, Authenticator, Caller
 from alchemist.links import DownloadLinks
 from alchemist.outbox import OutboxRelay
+from alchemist.telemetry import Telemetry
 from alchemist.wiring import Backends
 
 # Declared for the OpenAPI document (the Authorize button in /docs); Authenticator reads
@@ -31,7 +31,7 @@ class GatewayState:
     links: DownloadLinks
     backends: Backends
     auth: httpx.AsyncClient
-    metrics: GatewayMetrics
+    telemetry: Telemetry
     relay: OutboxRelay
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from alchemist.gateway.metrics import GatewayMetrics
+from alchemist.telemetry import Telemetry
 
 # No inline script or style anywhere: the page's code and styles are files under /static.
 PAGE_CSP = (
@@ -51,14 +53,15 @@ class SecurityHeaders:
 class RequestMetrics:
     """Counts requests by method, route template and status."""
 
-    def __init__(self, app: ASGIApp, metrics: GatewayMetrics) -> None:
-        self.app, self.metrics = app, metrics
+    def __init__(self, app: ASGIApp, telemetry: Telemetry) -> None:
+        self.app, self.telemetry = app, telemetry
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         status = 500  # what the client sees if the app raises before answering
+        started = time.perf_counter()
 
         async def record_status(message: Message) -> None:
             nonlocal status
@@ -70,4 +73,7 @@ class RequestMetrics:
             await self.app(scope, receive, record_status)
         finally:
             route = getattr(scope.get("route"), "path", "unmatched")
-            self.metrics.requests.labels(scope["method"], route, str(status)).inc()
+            self.telemetry.requests.labels(scope["method"], route, str(status)).inc()
+            self.telemetry.request_seconds.labels(scope["method"], route).observe(
+                time.perf_counter() - started
+            )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import httpx
@@ -27,6 +27,7 @@ from alchemist.notification.channels.email import EmailChannel
 from alchemist.notification.channels.webhook import WebhookChannel, WebhookRetry
 from alchemist.notification.mail import MailSender
 from alchemist.outbox import OutboxRelay
+from alchemist.telemetry import Telemetry
 from alchemist.wiring import Backends
 
 logger = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ class NotificationService:
     mail: MailSender
     http: httpx.AsyncClient
     relay: OutboxRelay
+    telemetry: Telemetry = field(default_factory=Telemetry)
 
     @property
     def email(self) -> EmailChannel:
@@ -85,8 +87,10 @@ class NotificationService:
         try:
             await asyncio.to_thread(self.email.send, job)
         except Exception:
+            self.telemetry.notifications.labels("email", "failed").inc()
             await run_in_transaction(sessions, jobs.release_notification, job.id)
             raise
+        self.telemetry.notifications.labels("email", "sent").inc()
         await run_in_transaction(sessions, self._record_sent, job)
         self.relay.kick()
 
@@ -111,7 +115,9 @@ class NotificationService:
         delivery_id, attempt = str(body.get("delivery_id", "")), int(body.get("attempt", 1))
         try:
             await WebhookChannel(self.settings, self.http).deliver(job, delivery_id, attempt)
+            self.telemetry.notifications.labels("webhook", "sent").inc()
         except WebhookRetry as exc:
+            self.telemetry.notifications.labels("webhook", "failed").inc()
             if attempt >= self.settings.WEBHOOK_MAX_ATTEMPTS:
                 logger.error(
                     "webhook %s for job %s gave up after %d tries: %s", delivery_id, job.id, attempt, exc

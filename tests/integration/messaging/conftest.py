@@ -14,6 +14,7 @@ from alchemist.messaging.base import Broker
 from alchemist.messaging.memory import InMemoryBroker
 from alchemist.messaging.rabbitmq import RabbitMQBroker
 from tests.conftest import unavailable
+from tests.proxy import TcpProxy
 
 RABBITMQ_URL = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 MAX_ATTEMPTS = 3
@@ -60,53 +61,10 @@ async def eventually(check: object, timeout: float = 15.0) -> None:
         await asyncio.sleep(0.05)
 
 
-class TcpProxy:
-    """A loopback TCP proxy to RabbitMQ whose open connections the test can cut."""
-
-    def __init__(self) -> None:
-        self.port = 0
-        self.cuts = 0
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    def cut(self) -> None:
-        """Drop every open connection (new ones are still accepted)."""
-        self.cuts += 1
-        for writer in list(self._writers):
-            writer.transport.abort()
-        self._writers.clear()
-
-    async def stop(self) -> None:
-        self.cut()
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", 5672)
-        self._writers.update({writer, up_writer})
-
-        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-            try:
-                while data := await source.read(65536):
-                    sink.write(data)
-                    await sink.drain()
-            except (ConnectionError, OSError):
-                pass
-            finally:
-                sink.transport.abort()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-
-
 @pytest.fixture
 async def tcp_proxy(rabbitmq_url: str) -> AsyncIterator[TcpProxy]:
     """A cuttable path to the broker."""
-    proxy = TcpProxy()
+    proxy = TcpProxy("127.0.0.1", 5672)
     await proxy.start()
     yield proxy
     await proxy.stop()

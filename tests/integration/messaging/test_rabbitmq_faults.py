@@ -16,8 +16,9 @@ import pytest
 
 from alchemist.messaging.base import Delivery, PublishError
 from alchemist.messaging.rabbitmq import RabbitMQBroker
+from tests.proxy import TcpProxy
 
-from .conftest import TcpProxy, eventually
+from .conftest import eventually
 
 pytestmark = pytest.mark.rabbitmq
 CONSUMER = Path(__file__).with_name("consumer_process.py")

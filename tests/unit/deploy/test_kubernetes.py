@@ -103,8 +103,30 @@ def test_every_command_is_a_real_subcommand_and_ports_match(rendered: list[dict[
     for service, container in containers(rendered):
         args = parser.parse_args(container["args"])  # SystemExit on an unknown command or option
         if service in SERVICE_PORTS:
-            (port,) = container["ports"]
+            port = next(p for p in container["ports"] if p["name"] in ("http", "health"))
             assert port["containerPort"] == getattr(args, SERVICE_PORTS[service]), service
+
+
+def test_metrics_are_scraped_on_a_port_the_ingress_never_routes(rendered: list[dict[str, Any]]) -> None:
+    (gateway,) = [c for s, c in containers(rendered) if s == "gateway"]
+    metrics = next(p for p in gateway["ports"] if p["name"] == "metrics")
+    env = {item["name"]: item.get("value") for item in gateway.get("env", [])}
+    assert env["METRICS_PORT"] == str(metrics["containerPort"])
+    (service,) = [s for s in of_kind(rendered, "Service") if s["metadata"]["name"] == "gateway"]
+    assert all(
+        p["targetPort"] != "metrics" and p["port"] != metrics["containerPort"]
+        for p in service["spec"]["ports"]
+    )
+    for ingress in of_kind(rendered, "Ingress"):
+        for rule in ingress["spec"]["rules"]:
+            for path in rule["http"]["paths"]:
+                assert path["backend"]["service"]["port"] in ({"name": "http"}, {"number": 8080}), path
+    for deployment in of_kind(rendered, "Deployment"):
+        annotations = deployment["spec"]["template"]["metadata"].get("annotations", {})
+        if annotations.get("prometheus.io/scrape") == "true":
+            ports = {str(p["containerPort"]) for c in deployment["spec"]["template"]["spec"]["containers"]
+                     for p in c.get("ports", [])}  # fmt: skip
+            assert annotations["prometheus.io/port"] in ports, deployment["metadata"]["name"]
 
 
 def routes_of(service: str, tmp_path: Path) -> set[str]:

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from starlette.concurrency import run_in_threadpool
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from alchemist.gateway.deps import StateDep
 from alchemist.gateway.schemas import Health
 from alchemist.health import readiness_response
+from alchemist.telemetry import metrics_response
 
 router = APIRouter(tags=["operations"])
+# Served on the public port unless METRICS_PORT moves it where the Ingress does not route.
+metrics_router = APIRouter(tags=["operations"])
 
 
 @router.get("/healthz")
@@ -33,7 +35,7 @@ async def readyz(state: StateDep) -> JSONResponse:
     return await readiness_response(state.backends)
 
 
-@router.get(
+@metrics_router.get(
     "/metrics",
     response_class=Response,
     responses={
@@ -45,5 +47,4 @@ async def readyz(state: StateDep) -> JSONResponse:
 )
 async def metrics(state: StateDep) -> Response:
     """Prometheus metrics: requests here, jobs by status, conversion time, queue lag."""
-    body = await run_in_threadpool(generate_latest, state.metrics.registry)
-    return Response(body, media_type=CONTENT_TYPE_LATEST)
+    return await metrics_response(state.telemetry.registry)
