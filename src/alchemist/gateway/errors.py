@@ -49,4 +49,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, invalid_request)
     app.add_exception_handler(DBAPIError, database_unavailable)
     app.add_exception_handler(BlobError, storage_unavailable)
+    from pymongo.errors import PyMongoError  # GridFS unreachable: also a storage outage
+
+    app.add_exception_handler(PyMongoError, storage_unavailable)
     app.add_exception_handler(Exception, internal_error)

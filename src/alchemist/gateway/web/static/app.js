@@ -255,7 +255,8 @@ function jobList(root, all) {
   function row(job) {
     const tr = el("tr", { "data-job-id": job.id },
       el("td", { class: "file", "data-label": "File" },
-        el("span", { class: "filename" }), el("p", { class: "job-error" }), el("p", { class: "job-warning" })),
+        el("span", { class: "filename" }), el("p", { class: "job-error" }), el("p", { class: "job-warning" }),
+        el("p", { class: "job-expiry" })),
       all ? el("td", { class: "owner", "data-label": "Owner" }) : null,
       el("td", { class: "status", "data-label": "Status" }),
       el("td", { class: "progress", "data-label": "Progress" },
@@ -280,6 +281,10 @@ function jobList(root, all) {
     $(".duration", tr).textContent = fmtDuration(job.duration);
     $(".job-error", tr).textContent = job.status === "failed" ? job.error || "The conversion failed." : "";
     $(".job-warning", tr).textContent = job.warning ? `Warning: ${job.warning}` : "";
+    // Outputs are deleted after the retention period: say when, and say when it happened.
+    $(".job-expiry", tr).textContent =
+      job.status === "done" && job.expires_at ? `Kept until ${fmtDate(job.expires_at)}`
+        : job.status === "expired" ? "Expired: the MP3 was deleted after the retention period" : "";
     let link = $("a.download", tr);
     if (job.status === "done" && job.download_url) {
       if (!link) {
