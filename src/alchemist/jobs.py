@@ -9,7 +9,7 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from alchemist import outbox
@@ -191,9 +191,14 @@ def fail(session: Session, job_id: str, reason: str) -> bool:
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-def forget_video(session: Session, job_id: str) -> None:
-    """The source video was deleted (it is kept only until the job is done)."""
-    session.execute(update(Job).where(Job.id == job_id).values(video_fid=None, updated_at=Job.updated_at))
+def forget_video(session: Session, job_id: str) -> bool:
+    """The source video was deleted (it is kept only until the job is done); False if known already."""
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.video_fid.is_not(None))
+        .values(video_fid=None, updated_at=Job.updated_at)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 def claim_notification(session: Session, job_id: str, *, now: datetime, lease: float) -> Job | None:
@@ -247,6 +252,25 @@ def unnotified_jobs(session: Session, *, now: datetime | None = None, limit: int
     return list(session.scalars(query.limit(limit)))
 
 
+def mark_reannounced(session: Session, job_id: str, *, before: datetime, now: datetime) -> bool:
+    """Take re-announcing a finished job nobody has told, unless it was re-announced since `before`.
+
+    A finished job's heartbeat_at (no converter beats for it any more) is when it was last
+    re-announced, so one sweeper of many re-announces it, once per lease.
+    """
+    result = session.execute(
+        update(Job)
+        .where(
+            Job.id == job_id,
+            Job.status.in_(JobStatus.FINISHED),
+            Job.notified_at.is_(None),
+            or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < before),
+        )
+        .values(heartbeat_at=now, updated_at=Job.updated_at)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
 def stalled_jobs(session: Session, stale_before: datetime, limit: int = 500) -> list[Job]:
     """Jobs converting whose worker has not beaten since `stale_before` (it died)."""
     query = select(Job).where(
@@ -270,19 +294,22 @@ def requeue(session: Session, job_id: str, stale_before: datetime, now: datetime
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
+def _queued_before(before: datetime) -> ColumnElement[bool]:
+    """Queued, and its message last sent (heartbeat_at; else its creation) before `before`."""
+    sent_before = or_(and_(Job.heartbeat_at.is_(None), Job.created_at < before), Job.heartbeat_at < before)
+    return and_(Job.status == JobStatus.QUEUED, sent_before)
+
+
 def waiting_since(session: Session, before: datetime, limit: int = 500) -> list[Job]:
     """Jobs queued since before `before` (their message may have been lost)."""
-    query = select(Job).where(
-        Job.status == JobStatus.QUEUED, or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < before)
-    )
-    return list(session.scalars(query.limit(limit)))
+    return list(session.scalars(select(Job).where(_queued_before(before)).limit(limit)))
 
 
-def touch_queued(session: Session, job_id: str, now: datetime) -> bool:
-    """Note that a queued job's message was published again (heartbeat_at marks when)."""
+def touch_queued(session: Session, job_id: str, before: datetime, now: datetime) -> bool:
+    """Note that a queued job's message is sent again, unless someone did since `before`."""
     result = session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
+        .where(Job.id == job_id, _queued_before(before))
         .values(heartbeat_at=now, updated_at=Job.updated_at)
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
@@ -294,11 +321,15 @@ def expired_outputs(session: Session, now: datetime, limit: int = 500) -> list[J
     return list(session.scalars(query.limit(limit)))
 
 
-def mark_expired(session: Session, job_id: str) -> None:
-    """The output was deleted after its retention; the record stays for the owner's history."""
-    session.execute(
+def mark_expired(session: Session, job_id: str) -> bool:
+    """The output was deleted after its retention; the record stays for the owner's history.
+
+    False when it was marked already (by another sweeper).
+    """
+    result = session.execute(
         update(Job).where(Job.id == job_id, Job.status == JobStatus.DONE).values(status=JobStatus.EXPIRED)
     )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 def finished_with_video(session: Session, limit: int = 500) -> list[Job]:

@@ -75,6 +75,12 @@ def claim(session: Session, *, now: datetime, lease: float, limit: int) -> list[
     return [Pending(row.id, row.queue, row.message_id, json.loads(row.body)) for row in mine]
 
 
+def release(session: Session, ids: list[int], until: datetime) -> None:
+    """Shorten this relay's claim on messages it could not publish, so a retry comes soon."""
+    if ids:
+        session.execute(update(OutboxMessage).where(OutboxMessage.id.in_(ids)).values(claimed_until=until))
+
+
 def remove(session: Session, ids: list[int]) -> None:
     """Forget messages the broker has confirmed."""
     if ids:
@@ -115,8 +121,11 @@ class OutboxRelay:
             try:
                 await self.broker.publish(message.queue, message.body, message_id=message.message_id)
             except PublishError as exc:
-                # The lease expires and a later pass (here or elsewhere) tries again.
                 logger.warning("outbox: could not publish %s yet: %s", message.message_id, exc)
+                unsent = [m.id for m in pending if m.id not in sent]
+                retry_at = self.clock() + timedelta(seconds=self.interval)
+                with contextlib.suppress(Exception):  # else the lease runs out and the same happens later
+                    await run_in_transaction(self.sessions, release, unsent, retry_at)
                 break
             sent.append(message.id)
         if sent:
@@ -147,6 +156,7 @@ class OutboxRelay:
     def start(self) -> None:
         """Run in the background of this event loop."""
         if self._task is None:
+            self._stopping = False
             self._task = asyncio.create_task(self.run(), name="outbox-relay")
 
     async def stop(self, flush_seconds: float = 10.0) -> None:

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from sqlalchemy.orm import Session
@@ -105,7 +105,6 @@ class Sweeper:
     relay: OutboxRelay
     clock: Callable[[], datetime] = utcnow
     telemetry: Telemetry | None = None
-    _renotified: dict[str, float] = field(default_factory=dict)
     _last_audit: float | None = None
     _task: asyncio.Task[None] | None = None
 
@@ -134,27 +133,25 @@ class Sweeper:
             if job.attempts >= self.settings.MAX_ATTEMPTS:
                 if await self._write(self._fail, job, jobs.stopped_reason(job.attempts)):
                     report.failed += 1
+                    if job.pending_mp3_fid:  # what its last attempt wrote will never be used
+                        await asyncio.to_thread(self.backends.mp3s.delete, job.pending_mp3_fid)
             elif await self._write(self._requeue, job, stale_before, now):
                 report.requeued += 1
 
     async def _waiting(self, now: datetime, report: SweepReport) -> None:
         before = now - timedelta(seconds=self.settings.QUEUED_REPUBLISH_SECONDS)
         for job in await self._read(jobs.waiting_since, before):
-            if await self._write(self._republish, job, now):
+            if await self._write(self._republish, job, before, now):
                 report.republished += 1
 
     async def _unnotified(self, now: datetime, report: SweepReport) -> None:
-        wait = self.settings.NOTIFY_LEASE_SECONDS
+        before = now - timedelta(seconds=self.settings.NOTIFY_LEASE_SECONDS)
         for job in await self._read(jobs.unnotified_jobs, now=now):
             finished = jobs.as_utc(job.updated_at)
-            recently = time.monotonic() - self._renotified.get(job.id, -wait) < wait
-            if finished is None or finished > now - timedelta(seconds=wait) or recently:
+            if finished is None or finished > before:
                 continue  # its own message may still be on its way
-            self._renotified[job.id] = time.monotonic()
-            await self._write(jobs.queue_announcement, self.settings, job, f"renotify.{job.notify_attempts}")
-            report.renotified += 1
-        if len(self._renotified) > 10_000:
-            self._renotified.clear()
+            if await self._write(self._renotify, job, before, now):
+                report.renotified += 1
 
     async def _sources(self, report: SweepReport) -> None:
         if self.settings.KEEP_VIDEOS:
@@ -162,16 +159,16 @@ class Sweeper:
         for job in await self._read(jobs.finished_with_video):
             assert job.video_fid is not None
             await asyncio.to_thread(self.backends.videos.delete, job.video_fid)
-            await self._write(jobs.forget_video, job.id)
-            report.sources_deleted += 1
+            if await self._write(jobs.forget_video, job.id):  # else another sweeper did it
+                report.sources_deleted += 1
 
     async def _expired(self, now: datetime, report: SweepReport) -> None:
         for job in await self._read(jobs.expired_outputs, now):
             if job.mp3_fid:
                 with contextlib.suppress(BlobNotFoundError):
                     await asyncio.to_thread(self.backends.mp3s.delete, job.mp3_fid)
-            await self._write(jobs.mark_expired, job.id)
-            report.outputs_expired += 1
+            if await self._write(jobs.mark_expired, job.id):  # else another sweeper did it
+                report.outputs_expired += 1
 
     async def _orphans(self, now: datetime, report: SweepReport) -> None:
         due = (
@@ -199,10 +196,16 @@ class Sweeper:
         jobs.queue_conversion(session, self.settings, job, f"video.requeue.{job.attempts}")
         return True
 
-    def _republish(self, session: Session, job: Job, now: datetime) -> bool:
-        if not jobs.touch_queued(session, job.id, now):
+    def _republish(self, session: Session, job: Job, before: datetime, now: datetime) -> bool:
+        if not jobs.touch_queued(session, job.id, before, now):
             return False
         jobs.queue_conversion(session, self.settings, job, f"video.republish.{int(now.timestamp())}")
+        return True
+
+    def _renotify(self, session: Session, job: Job, before: datetime, now: datetime) -> bool:
+        if not jobs.mark_reannounced(session, job.id, before=before, now=now):
+            return False  # another sweeper re-announced it within the lease
+        jobs.queue_announcement(session, self.settings, job, f"renotify.{job.notify_attempts}")
         return True
 
     async def _read(self, query: Callable[..., list[Job]], *args: object, **kwargs: object) -> list[Job]:

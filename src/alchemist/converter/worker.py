@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
+import re
+import shutil
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
@@ -20,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path, PurePath
 
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from alchemist import jobs
@@ -29,6 +33,7 @@ from alchemist.converter.errors import ConversionError
 from alchemist.converter.options import ConversionLimits, ConversionResult
 from alchemist.db.engine import run_in_transaction, transaction
 from alchemist.db.models import Job, JobStatus
+from alchemist.db.outage import is_outage
 from alchemist.messaging.base import Delivery, PermanentFailure, Subscription, SubscriptionGroup
 from alchemist.messaging.messages import ValidationError, VideoUploaded
 from alchemist.outbox import OutboxRelay
@@ -39,6 +44,9 @@ from alchemist.wiring import Backends
 logger = logging.getLogger(__name__)
 PROGRESS_EVERY = 1.0
 MIN_OUTPUT_ALLOWANCE = 16 << 20  # any upload may yield this much (a short clip's MP3)
+SCRATCH_PREFIX = "alchemist-converter-"
+REVIVED = re.compile(r"\.revived\.(\d+)$")  # the tag of a message that replaced a dead one
+_scratch_dirs: dict[Path, Path] = {}
 
 
 def utcnow() -> datetime:
@@ -92,11 +100,36 @@ class ConverterService:
         await self._finish(job, mp3_fid, result, seconds)
 
     async def handle_dead(self, delivery: Delivery) -> None:
-        """A dead-lettered video message: its job ends as failed and its owner is told."""
+        """A dead-lettered video message: its job ends as failed and its owner is told.
+
+        Unless the job was tried fewer than MAX_ATTEMPTS times: the broker counts deliveries,
+        and some never became attempts (a converter killed while it waited for the job or the
+        database, a connection reset), so the job gets a fresh message, at most MAX_ATTEMPTS
+        times (the message id counts them), and never loops.
+        """
         job_id = delivery.body.get("job_id") if isinstance(delivery.body, dict) else None
         job = await run_in_transaction(self.backends.sessions, jobs.get_job, str(job_id)) if job_id else None
         if job is None or job.status not in JobStatus.UNFINISHED:
             return  # gone, or already ended (a permanent failure announces itself)
+        beat = jobs.as_utc(job.heartbeat_at)
+        if (
+            job.status == JobStatus.CONVERTING
+            and beat
+            and beat > utcnow() - timedelta(seconds=self.settings.STALL_SECONDS)
+        ):
+            # A live converter holds it (a copy of its message passed the delivery limit through
+            # reconnects): leave it; if that converter dies, the sweeper ends or re-queues the job.
+            return
+        revived = int(match.group(1)) if (match := REVIVED.search(delivery.message_id)) else 0
+        if job.attempts < self.settings.MAX_ATTEMPTS and revived < self.settings.MAX_ATTEMPTS:
+            logger.warning(
+                "job %s: its message died after %d of %d attempts; queued again",
+                job.id, job.attempts, self.settings.MAX_ATTEMPTS,
+            )  # fmt: skip
+            tag = f"video.revived.{revived + 1}"
+            await run_in_transaction(self.backends.sessions, jobs.queue_conversion, self.settings, job, tag)
+            self.relay.kick()
+            return
         reason = jobs.stopped_reason(job.attempts) if job.attempts else "the conversion could not be started"
         await self._give_up(job, reason, "dead_letter")
 
@@ -106,20 +139,33 @@ class ConverterService:
         # A live worker may still hold the job (a redelivery racing its heartbeat, or a
         # sweeper's duplicate): wait for it to finish or fall silent, then take over.
         deadline = time.monotonic() + stall + self.settings.HEARTBEAT_SECONDS
+        waiting_for_database = False
         while True:
-            job = await run_in_transaction(sessions, jobs.get_job, job_id)
-            if job is None:
-                logger.info("job %s was deleted; nothing to convert", job_id)
-                return None
-            if job.status not in JobStatus.UNFINISHED:
-                await self._reannounce(job)  # a redelivery after a crash past the commit
-                return None
-            now = utcnow()
-            stale_before = now - timedelta(seconds=stall)
-            if await run_in_transaction(
-                sessions, jobs.start_attempt, job_id, now=now, stale_before=stale_before
-            ):
-                return await run_in_transaction(sessions, jobs.get_job, job_id)
+            try:
+                job = await run_in_transaction(sessions, jobs.get_job, job_id)
+                if job is None:
+                    logger.info("job %s was deleted; nothing to convert", job_id)
+                    return None
+                if job.status not in JobStatus.UNFINISHED:
+                    await self._reannounce(job)  # a redelivery after a crash past the commit
+                    return None
+                now = utcnow()
+                stale_before = now - timedelta(seconds=stall)
+                if await run_in_transaction(
+                    sessions, jobs.start_attempt, job_id, now=now, stale_before=stale_before
+                ):
+                    return await run_in_transaction(sessions, jobs.get_job, job_id)
+            except DBAPIError as exc:
+                if not is_outage(exc):
+                    raise
+                # Hold the message until the database is back: failing fast would spend one
+                # of its few deliveries a second, and dead-letter (fail) a job nobody tried.
+                if not waiting_for_database:
+                    logger.warning("job %s waits for the database to come back: %s", job_id, exc)
+                    waiting_for_database = True
+                deadline = time.monotonic() + stall + self.settings.HEARTBEAT_SECONDS
+                await asyncio.sleep(self.settings.HEARTBEAT_SECONDS)
+                continue
             if time.monotonic() > deadline:
                 return None  # still held: the sweeper re-queues it if that worker is gone
             await asyncio.sleep(self.settings.HEARTBEAT_SECONDS)
@@ -191,7 +237,8 @@ class ConverterService:
             jobs.set_pending_mp3(session, job.id, mp3_fid)
         started = time.monotonic()
         allowance = max(MIN_OUTPUT_ALLOWANCE, int(job.video_bytes * self.settings.OUTPUT_EXPANSION_LIMIT))
-        with tempfile.TemporaryDirectory(prefix="alchemist-job-") as scratch:
+        scratch_root = process_scratch(spool_root(self.settings))
+        with tempfile.TemporaryDirectory(prefix="alchemist-job-", dir=scratch_root) as scratch:
             output = Path(scratch) / "out.mp3"
             try:
                 source = self.backends.videos.open(job.video_fid)
@@ -225,17 +272,22 @@ class ConverterService:
     async def _give_up(self, job: Job, reason: str, code: str) -> None:
         """Fail the job and queue the owner's notification, in one transaction."""
 
-        def record(session: Session) -> bool:
+        def record(session: Session) -> tuple[bool, str | None]:
+            current = jobs.get_job(session, job.id)
+            partial = current.pending_mp3_fid if current is not None else None
             if not jobs.fail(session, job.id, reason):
-                return False
+                return False, None
             failed = jobs.get_job(session, job.id)
             if failed is not None:
                 jobs.queue_announcement(session, self.settings, failed)
-            return True
+            return True, partial
 
-        if await run_in_transaction(self.backends.sessions, record):
+        ended, partial = await run_in_transaction(self.backends.sessions, record)
+        if ended:
             self.telemetry.conversions.labels("failed").inc()
             self.telemetry.failures.labels(code).inc()
+        if partial:  # an output a dead attempt wrote: the failed job will never use it
+            await asyncio.to_thread(self.backends.mp3s.delete, partial)
         self.relay.kick()
         if not self.settings.KEEP_VIDEOS and job.video_fid:
             await asyncio.to_thread(self._drop_video, job)
@@ -247,6 +299,52 @@ class ConverterService:
 
 
 def build_engine(settings: Settings) -> ConversionEngine:
-    """The engine with the configured duration limit and a spool dir in the data dir."""
-    spool = Path(os.environ.get("ALCHEMIST_SPOOL_DIR", settings.ALCHEMIST_DATA_DIR / "spool"))
+    """The engine with the configured duration limit, spooling into this process's scratch dir."""
+    spool = process_scratch(spool_root(settings))
     return ConversionEngine(ConversionLimits(max_duration=settings.MAX_MEDIA_SECONDS), spool)
+
+
+def spool_root(settings: Settings) -> Path:
+    """ALCHEMIST_SPOOL_DIR, else `spool` in the data dir: where converters keep temp files."""
+    return Path(os.environ.get("ALCHEMIST_SPOOL_DIR", settings.ALCHEMIST_DATA_DIR / "spool"))
+
+
+def process_scratch(root: Path) -> Path:
+    """This process's own temp dir under `root`, locked while it lives; dead converters' dirs go.
+
+    A converter SIGKILLed mid-conversion cannot clean up its partial output: the next one to
+    start on the same spool dir removes every scratch dir whose owner no longer holds its lock
+    (a flock dies with its process, whatever the pid namespace).
+    """
+    if root in _scratch_dirs:
+        return _scratch_dirs[root]
+    root.mkdir(parents=True, exist_ok=True)
+    guard = os.open(root / ".lock", os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        fcntl.flock(guard, fcntl.LOCK_EX)  # one converter at a time reaps and creates
+        for other in root.glob(f"{SCRATCH_PREFIX}*"):
+            if not _owner_alive(other):
+                shutil.rmtree(other, ignore_errors=True)
+        mine = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=root))
+        owner = os.open(mine / ".owner", os.O_CREAT | os.O_RDWR, 0o600)
+        fcntl.flock(owner, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held (never closed) until we exit
+    finally:
+        os.close(guard)
+    _scratch_dirs[root] = mine
+    return mine
+
+
+def _owner_alive(directory: Path) -> bool:
+    try:
+        probe = os.open(directory / ".owner", os.O_RDWR)
+    except FileNotFoundError:
+        return False  # its owner died before locking it (it was made under the guard)
+    except OSError:
+        return True  # not ours to judge
+    try:
+        fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(probe)  # releases the probe's lock, if it got one
+    return False

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 RETRY_AFTER = "5"
 
 
@@ -30,3 +34,21 @@ async def database_unavailable(request: Request, exc: Exception) -> JSONResponse
         503,
         headers={"Retry-After": RETRY_AFTER},
     )
+
+
+async def outlasting(work: Callable[[], Awaitable[T]], *, every: float, what: str) -> T:
+    """`work()`, retried every `every` seconds while the database is unreachable.
+
+    A handler that holds its message through an outage spends none of its few deliveries.
+    """
+    warned = False
+    while True:
+        try:
+            return await work()
+        except DBAPIError as exc:
+            if not is_outage(exc):
+                raise
+            if not warned:
+                logger.warning("%s waits for the database to come back: %s", what, exc)
+                warned = True
+            await asyncio.sleep(every)

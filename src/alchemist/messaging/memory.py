@@ -55,9 +55,11 @@ class InMemorySubscription:
 class InMemoryBroker:
     """Queues in this process; messages are copied as JSON, as they would be on the wire."""
 
-    def __init__(self, max_attempts: int = 3) -> None:
+    def __init__(self, max_attempts: int = 3, dead_retry_delay: float = 1.0) -> None:
         self.max_attempts = max_attempts
+        self.dead_retry_delay = dead_retry_delay
         self._queues: defaultdict[str, _Queue] = defaultdict(_Queue)
+        self._dead_queues: set[str] = set()
 
     async def connect(self) -> None:
         """Nothing to open."""
@@ -83,6 +85,7 @@ class InMemoryBroker:
         """Hand each dead letter of `queue` to the handler (the ones already there first)."""
         dead_queue = f"{queue}.dead"
         self._queues[queue].dead_handler = handler
+        self._dead_queues.add(dead_queue)
         for message in self._queues[queue].dead:
             self._queues[dead_queue].ready.put_nowait(message)
         self._queues[queue].dead = []
@@ -132,7 +135,10 @@ class InMemoryBroker:
             message.attempt += 1
             state.ready.put_nowait(message)
             raise
-        if verdict is Verdict.RETRY:
+        if queue in self._dead_queues and verdict is not Verdict.ACK:
+            # A dead letter is final: never dropped, tried again a little later (as on RabbitMQ).
+            asyncio.get_running_loop().call_later(self.dead_retry_delay, state.ready.put_nowait, message)
+        elif verdict is Verdict.RETRY:
             message.attempt += 1
             state.ready.put_nowait(message)
         elif verdict is Verdict.DEAD:

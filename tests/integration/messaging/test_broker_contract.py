@@ -6,7 +6,10 @@ import asyncio
 
 import pytest
 
+from alchemist.messaging import rabbitmq
 from alchemist.messaging.base import Broker, Delivery, PermanentFailure
+from alchemist.messaging.memory import InMemoryBroker
+from alchemist.messaging.rabbitmq import RabbitMQBroker
 
 from .conftest import MAX_ATTEMPTS, eventually
 
@@ -154,3 +157,126 @@ async def test_a_message_in_hand_when_the_consumer_stops_is_redelivered(
     await second.cancel()
     assert seen[0].body == {"job": 9}
     assert seen[0].attempt == 2
+
+
+async def test_a_permanent_failure_reaches_the_dead_letter_handler_once(
+    broker: Broker, queue_name: str
+) -> None:
+    dead: list[Delivery] = []
+
+    async def on_dead(delivery: Delivery) -> None:
+        dead.append(delivery)
+
+    async def poison(delivery: Delivery) -> None:
+        raise PermanentFailure("no audio track")
+
+    dead_letters = await broker.consume_dead(queue_name, on_dead)
+    work = await broker.consume(queue_name, poison)
+    await broker.publish(queue_name, {"job": 4}, message_id="poison")
+    await eventually(lambda: len(dead) == 1)
+    await asyncio.sleep(0.5)  # time for a wrong second copy to show up
+    await work.cancel()
+    await dead_letters.cancel()
+    assert [(d.body, d.message_id, d.queue) for d in dead] == [({"job": 4}, "poison", f"{queue_name}.dead")]
+    assert await broker.dead_letters(queue_name) == []  # handed over, not left stored
+
+
+async def test_dead_letters_from_before_the_dead_letter_handler_started_are_handed_over(
+    broker: Broker, queue_name: str
+) -> None:
+    calls: list[int] = []
+
+    async def poison(delivery: Delivery) -> None:
+        calls.append(delivery.attempt)
+        raise PermanentFailure("no audio track")
+
+    work = await broker.consume(queue_name, poison)
+    await broker.publish(queue_name, {"job": 6}, message_id="early")
+    await eventually(lambda: len(calls) == 1)
+    await work.cancel(grace=10)  # its verdict is settled before it stops
+    dead: list[Delivery] = []
+
+    async def on_dead(delivery: Delivery) -> None:
+        dead.append(delivery)
+
+    dead_letters = await broker.consume_dead(queue_name, on_dead)
+    await eventually(lambda: len(dead) == 1)
+    await asyncio.sleep(0.5)
+    await dead_letters.cancel()
+    assert [(d.body, d.message_id) for d in dead] == [({"job": 6}, "early")]
+
+
+@pytest.mark.parametrize("failures", [1, MAX_ATTEMPTS + 1])
+async def test_a_dead_letter_whose_handler_fails_is_handed_over_again(
+    broker: Broker,
+    queue_name: str,
+    failures: int,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # RabbitMQ pauses between tries of a failed dead letter; the test need not wait that out.
+    monkeypatch.setattr(rabbitmq, "DEAD_RETRY_DELAY", 0.05)
+    if isinstance(broker, InMemoryBroker):
+        broker.dead_retry_delay = 0.05
+    tries: list[dict[str, object]] = []
+
+    async def on_dead(delivery: Delivery) -> None:
+        tries.append(delivery.body)
+        if len(tries) <= failures:
+            raise ConnectionError("the database is away")
+
+    async def poison(delivery: Delivery) -> None:
+        raise PermanentFailure("no audio track")
+
+    dead_letters = await broker.consume_dead(queue_name, on_dead)
+    work = await broker.consume(queue_name, poison)
+    await broker.publish(queue_name, {"job": 7}, message_id="retried")
+    try:
+        await eventually(lambda: len(tries) == failures + 1, timeout=5)
+        await asyncio.sleep(0.5)  # handled: it must not come again
+    finally:
+        await work.cancel()
+        await dead_letters.cancel()
+    assert tries == [{"job": 7}] * (failures + 1)
+    assert await broker.dead_letters(queue_name) == []
+
+
+@pytest.mark.rabbitmq
+async def test_a_message_past_the_delivery_limit_reaches_the_dead_letter_handler_once(
+    rabbitmq_url: str, queue_name: str
+) -> None:
+    rabbit = RabbitMQBroker(rabbitmq_url, max_attempts=MAX_ATTEMPTS, heartbeat=5)
+    await rabbit.connect()
+    release = asyncio.Event()
+    try:
+        dead: list[Delivery] = []
+
+        async def on_dead(delivery: Delivery) -> None:
+            dead.append(delivery)
+
+        dead_letters = await rabbit.consume_dead(queue_name, on_dead)
+        await rabbit.publish(queue_name, {"job": 8}, message_id="crasher")
+        attempts: list[int] = []
+        while not dead:
+            assert len(attempts) <= MAX_ATTEMPTS + 1, f"never dead-lettered: {attempts}"
+            taken = asyncio.Event()
+
+            async def crash(delivery: Delivery, taken: asyncio.Event = taken) -> None:
+                attempts.append(delivery.attempt)
+                taken.set()
+                await release.wait()  # holds it unacked until its channel dies, as a killed converter
+
+            work = await rabbit.consume(queue_name, crash)
+            # Either a consumer gets it once more, or (past the limit) the dead-letter handler does.
+            await eventually(lambda taken=taken: taken.is_set() or bool(dead))
+            await work.cancel()  # the channel closes with the message unacked
+        await asyncio.sleep(0.5)
+        await dead_letters.cancel()
+        assert [(d.body, d.message_id) for d in dead] == [({"job": 8}, "crasher")]
+        assert attempts == list(range(1, len(attempts) + 1))
+        assert MAX_ATTEMPTS <= len(attempts) <= MAX_ATTEMPTS + 1
+        assert await rabbit.dead_letters(queue_name) == []
+    finally:
+        release.set()
+        await rabbit.delete(queue_name)
+        await rabbit.close()
