@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import struct
 from array import array
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -111,3 +112,39 @@ def decode(path: Path) -> Decoded:
             rate=stream.codec_context.sample_rate,
             tags={key.lower(): value for key, value in container.metadata.items()},
         )
+
+
+def write_lying_mp3(path: Path, *, claimed: float, actual: float) -> Path:
+    """An MP3 whose Xing/Info header says it lasts `claimed` s; its frames play for `actual` s.
+
+    A short MP3 with the header, then the frames of another one appended (no header, no tags),
+    then the header's byte count set to the whole file so that FFmpeg's "concatenated file"
+    check sees nothing wrong: the frame count alone decides the duration it reports.
+    """
+    head = write_media(path.with_suffix(".head.mp3"), seconds=claimed, video=None,
+                       audio=(Audio("libmp3lame"),), container="mp3")  # fmt: skip
+    tail = path.with_suffix(".tail.mp3")
+    with av.open(str(tail), "w", format="mp3",
+                 options={"id3v2_version": "0", "write_xing": "0", "write_id3v1": "0"}) as out:  # fmt: skip
+        stream = out.add_stream("libmp3lame", rate=44_100, layout="stereo")
+        _write_tone(out, stream, Audio("libmp3lame", frequency=660.0), actual - claimed)
+    data = bytearray(head.read_bytes() + tail.read_bytes())
+    head.unlink()
+    tail.unlink()
+    tag = max(data.find(b"Xing"), data.find(b"Info"))
+    flags = int.from_bytes(data[tag + 4 : tag + 8], "big")
+    assert tag > 0 and flags & 0b11 == 0b11, "the muxer wrote no frame and byte counts"
+    data[tag + 12 : tag + 16] = len(data).to_bytes(4, "big")  # frames at +8, bytes at +12
+    path.write_bytes(data)
+    return path
+
+
+def write_lying_matroska(path: Path, *, claimed: float, actual: float) -> Path:
+    """A Matroska file (AAC audio) whose Segment Duration says `claimed` s; it holds `actual` s."""
+    write_media(path, seconds=actual, video=None, audio=(Audio("aac"),), container="matroska")
+    data = bytearray(path.read_bytes())
+    element = data.find(b"\x44\x89\x88")  # Duration: an 8-byte float, in TimecodeScale units (1 ms)
+    assert element > 0, "the muxer wrote no 8-byte Duration"
+    data[element + 3 : element + 11] = struct.pack(">d", claimed * 1000)
+    path.write_bytes(data)
+    return path

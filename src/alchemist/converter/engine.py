@@ -24,6 +24,11 @@ Source = str | os.PathLike[str] | BinaryIO
 Destination = str | os.PathLike[str] | BinaryIO
 Progress = Callable[[float, float | None], None]
 TRUNCATION_TOLERANCE = 0.5
+# The duration limit is enforced on what is read, not on what the file claims: ffmpeg reads
+# up to READ_PAST_LIMIT beyond it, so a file longer than it says shows itself, and anything
+# past DURATION_SLACK (frame rounding, a bitrate estimate) over the limit is refused.
+DURATION_SLACK = 0.5
+READ_PAST_LIMIT = 1.0
 
 
 class ConversionEngine:
@@ -81,6 +86,9 @@ class ConversionEngine:
         limit = self.limits.max_duration
         if source_duration is not None and source_duration > limit:
             raise TooLongError(f"the media lasts {source_duration:.0f} s; the maximum is {limit:.0f} s")
+        start = options.start or 0.0
+        if start >= limit:
+            raise TooLongError(f"the start ({start:.0f} s) is past the maximum duration of {limit:.0f} s")
         expected = _expected_seconds(source_duration, options)
         copy = track.codec == "mp3" and not options.reshapes_audio
         tags = {**info.tags, **track.tags}
@@ -96,20 +104,24 @@ class ConversionEngine:
         remux = copy and options.start is None and options.end is None and source_duration
         with self._destination_path(destination) as output_path:
             if remux:
-                seconds_done = self._reader.remux(
-                    source_path, track.index, output_path, {**tags, "title": title}
-                )
+                try:  # stops as soon as the copy passes the limit
+                    seconds_done = self._reader.remux(
+                        source_path, track.index, output_path, {**tags, "title": title},
+                        max_seconds=limit + DURATION_SLACK,
+                    )  # fmt: skip
+                except TooLongError as exc:
+                    raise TooLongError(f"the media lasts longer than the maximum of {limit:.0f} s") from exc
                 if report is not None:
                     report(seconds_done)
             else:
                 command = build_command(
                     source_path, output_path, info, track, options,
-                    copy=copy, max_seconds=limit, title=title,
+                    copy=copy, max_seconds=limit + READ_PAST_LIMIT, title=title,
                 )  # fmt: skip
                 seconds_done = run_ffmpeg(command, child_limits, report).seconds_done
+                if start + seconds_done > limit + DURATION_SLACK:  # the partial output is removed
+                    raise TooLongError(f"the media lasts longer than the maximum of {limit:.0f} s")
             output_bytes = os.path.getsize(output_path)
-        if source_duration is None and seconds_done >= limit - 0.05:
-            raise TooLongError(f"the media lasts longer than the maximum of {limit:.0f} s")
         return ConversionResult(
             duration=seconds_done,
             source_duration=expected or seconds_done,

@@ -33,7 +33,10 @@ def build_command(
     max_seconds: float,
     title: str,
 ) -> list[str]:
-    """Arguments that write the chosen track of `source` as an MP3 at `destination`."""
+    """Arguments that write the chosen track of `source` as an MP3 at `destination`.
+
+    The output ends at `max_seconds` into the media at the latest, and at `options.end`.
+    """
     demuxer = DEMUXER_OF_FORMAT.get(info.format, info.format.split(",")[0])
     command = [
         ffmpeg_executable(),
@@ -50,10 +53,11 @@ def build_command(
     if options.start is not None:
         command += ["-ss", f"{options.start:.3f}"]
     command += ["-i", "file:" + source, "-map", f"0:{track.index}", "-vn", "-sn", "-dn"]
-    if options.end is not None:
-        command += ["-t", f"{min(options.end - (options.start or 0), max_seconds):.3f}"]
-    elif info.duration is None:
-        command += ["-t", f"{max_seconds:.3f}"]  # unknown length: stop at the limit
+    # Always a length, whatever the file claims to last: nothing past `max_seconds` of the media
+    # is read or written (the output starts at `start`).
+    start = options.start or 0.0
+    length = max_seconds - start if options.end is None else min(options.end, max_seconds) - start
+    command += ["-t", f"{max(length, 0.001):.3f}"]
     if copy:
         command += ["-c:a", "copy"]
     else:
@@ -66,9 +70,15 @@ def build_command(
             command += ["-ac", "1" if options.mono else "2"]
         if options.sample_rate is not None:
             command += ["-ar", str(options.sample_rate)]
-    command += ["-map_metadata", "-1", "-metadata", f"title={title}"]
+    # An argument can't hold a NUL (exec refuses it): names are cleaned at upload, this is the backstop.
+    command += ["-map_metadata", "-1", "-metadata", f"title={_arg(title)}"]
     for key, value in {**info.tags, **track.tags}.items():
         if key != "title":
-            command += ["-metadata", f"{key}={value}"]
+            command += ["-metadata", f"{_arg(key)}={_arg(value)}"]
     command += ["-id3v2_version", "3", "-write_xing", "1", "-f", "mp3", "-y", "file:" + destination]
     return command
+
+
+def _arg(text: str) -> str:
+    """Text fit for a command-line argument (no NUL byte)."""
+    return text.replace("\x00", "")

@@ -14,7 +14,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from alchemist.converter.errors import ConversionFailedError, EngineUnavailableError, NotMediaError
+from alchemist.converter.errors import (
+    ConversionFailedError,
+    EngineUnavailableError,
+    NotMediaError,
+    TooLongError,
+)
 
 logger = logging.getLogger(__name__)
 # FFmpeg's words name errno values, /proc/N/fd paths and demuxer lists: noise (and internals)
@@ -89,14 +94,22 @@ class MediaReader:
             stream_count=answer["stream_count"],
         )
 
-    def remux(self, path: str, index: int, destination: str, tags: dict[str, str]) -> float:
-        """Copy MP3 track `index` into an MP3 file with these tags; seconds of audio copied."""
+    def remux(
+        self, path: str, index: int, destination: str, tags: dict[str, str], max_seconds: float | None = None
+    ) -> float:
+        """Copy MP3 track `index` into an MP3 file with these tags; seconds of audio copied.
+
+        TooLongError as soon as what is copied passes `max_seconds`, whatever the file claimed.
+        """
         request = {
             "op": "remux", "path": os.path.abspath(path), "index": index,
             "destination": destination, "tags": tags, "timeout": self._timeout,
+            "max_seconds": max_seconds,
         }  # fmt: skip
         with self._lock:
             answer = self._ask(request)
+        if not answer["ok"] and answer["error"] == "too_long":
+            raise TooLongError(f"the copied audio passed {max_seconds or 0:.1f} s")
         if not answer["ok"]:
             raise ConversionFailedError(f"copying the MP3 audio failed: {answer['message']}")
         return float(answer["seconds"])

@@ -6,7 +6,7 @@ from pathlib import PurePath
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
@@ -33,6 +33,9 @@ AUDIO_RESPONSE: dict[int | str, dict[str, Any]] = {
     },
 }
 Fid = Annotated[str, Query(min_length=1, max_length=64, description="The MP3's id (mp3_fid)")]
+JobId = Annotated[str, Path(max_length=64, description="The job's id")]  # checked before any query
+# What a Content-Disposition quoted-string may hold as is: printable ASCII but the quote and backslash.
+PLAIN_NAME = frozenset(chr(code) for code in range(0x20, 0x7F)) - {'"', "\\"}
 
 
 @router.get(
@@ -57,7 +60,7 @@ async def download_mp3(request: Request, fid: Fid, caller: CallerDep, backends: 
 )
 async def download_job(
     request: Request,
-    job_id: str,
+    job_id: JobId,
     state: StateDep,
     expires: Annotated[int | None, Query(description="From the download_url")] = None,
     signature: Annotated[str | None, Query(max_length=128, description="From the download_url")] = None,
@@ -65,7 +68,7 @@ async def download_job(
     """Download a done job's output: signed in, or with its `download_url` (no header needed)."""
     backends = state.backends
     if signature is None and expires is None:
-        caller = state.authenticator.caller(request)
+        caller = await state.authenticator.authenticate(request)
         job = await run_in_transaction(
             backends.sessions, jobs.visible_job, job_id, caller.username, caller.admin
         )
@@ -106,6 +109,10 @@ async def stream_output(request: Request, backends: Backends, job: Job, fid: str
 
 
 def attachment(name: str) -> str:
-    """A Content-Disposition that keeps a non-ASCII name (RFC 6266) with an ASCII fallback."""
-    ascii_name = name.encode("ascii", "replace").decode().replace('"', "'").replace("?", "_")
-    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name)}"
+    """A Content-Disposition that keeps a non-ASCII name (RFC 6266) with an ASCII fallback.
+
+    Names are made safe at upload; this encoding is valid for any string all the same (a
+    control character or quote in an older record never breaks the response).
+    """
+    ascii_name = "".join(char if char in PLAIN_NAME else "_" for char in name.replace('"', "'"))
+    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name, safe='')}"

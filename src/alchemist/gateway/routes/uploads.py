@@ -9,16 +9,25 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from alchemist import jobs
+from alchemist import jobs, netguard
 from alchemist.config import Settings
 from alchemist.db.engine import run_in_transaction
 from alchemist.db.models import Job
 from alchemist.gateway.deps import BackendsDep, CallerDep, StateDep
-from alchemist.gateway.multipart import UploadError, store_upload
+from alchemist.gateway.multipart import (
+    MAX_NON_FILE_BYTES,
+    MAX_SHOWN_NAME,
+    FormLimits,
+    UploadError,
+    store_upload,
+)
 from alchemist.gateway.schemas import OptionField, OptionList, UploadAccepted, UploadOptions, errors
 
 router = APIRouter(tags=["uploads"])
-UPLOAD_OVERHEAD = 64 * 1024  # multipart headers and boundaries on top of the file itself
+UPLOAD_OVERHEAD = MAX_NON_FILE_BYTES  # fields, part headers and boundaries on top of the file itself
+# A refused body is not read to its end (uvicorn would drain it): the connection closes instead.
+STOP_READING = {"Connection": "close"}
+MAX_DECLARED_DIGITS = 19  # a longer Content-Length is larger than any limit (and than int() reads)
 
 
 def _multipart_schema() -> dict[str, Any]:
@@ -50,28 +59,29 @@ async def upload_video(
 ) -> UploadAccepted:
     """Upload a video (multipart field `file`, options as fields); its conversion is queued."""
     settings = state.settings
-    declared = request.headers.get("content-length", "")
-    size = int(declared) if declared.isdigit() else 0
-    if size > settings.MAX_UPLOAD_BYTES + UPLOAD_OVERHEAD:
-        raise HTTPException(413, f"the file is larger than the limit of {settings.MAX_UPLOAD_BYTES} bytes")
+    limits = FormLimits(max_file_bytes=settings.MAX_UPLOAD_BYTES)
+    size = declared_length(request.headers.get("content-length", ""))
+    if size > limits.max_body_bytes:  # said up front; a chunked body is measured as it arrives
+        detail = f"the file is larger than the limit of {settings.MAX_UPLOAD_BYTES} bytes"
+        raise HTTPException(413, detail, headers=STOP_READING)
     used = await run_in_transaction(backends.sessions, jobs.stored_bytes, caller.username)
     check_quota(used, max(0, size - UPLOAD_OVERHEAD), settings.USER_QUOTA_BYTES)
     try:
         stored = await store_upload(
-            request.stream(),
-            request.headers.get("content-type", ""),
-            backends.videos,
-            settings.MAX_UPLOAD_BYTES,
+            request.stream(), request.headers.get("content-type", ""), backends.videos, limits
         )
     except UploadError as exc:
-        raise HTTPException(exc.status, exc.detail) from exc
+        raise HTTPException(exc.status, exc.detail, headers=STOP_READING) from exc
     try:
         check_quota(used, stored.blob.size, settings.USER_QUOTA_BYTES)
         options = parse_options(stored.fields)
+        webhook_url = checked_webhook(settings, options)
+        # The file name was made safe and short when it arrived (alchemist.filenames).
+        check_lengths(owner=caller.username, filename=stored.blob.filename, webhook_url=webhook_url)
         job = await run_in_transaction(
             backends.sessions, record_upload, settings, owner=caller.username, filename=stored.blob.filename,
             video_fid=stored.blob.id, video_bytes=stored.blob.size,
-            webhook_url=str(options.webhook_url) if options.webhook_url else None,
+            webhook_url=webhook_url,
         )  # fmt: skip
     except BaseException:
         await run_in_threadpool(backends.videos.delete, stored.blob.id)  # nothing half-stored
@@ -82,6 +92,21 @@ async def upload_video(
     return UploadAccepted(
         job_id=job.id, video_fid=stored.blob.id, status="queued", events=f"{location}/events", job=location
     )
+
+
+def declared_length(header: str) -> int:
+    """The Content-Length as a number (0 when absent or not ASCII digits; huge when too long)."""
+    if not header.isascii() or not header.isdigit():
+        return 0  # h11 refuses such a header before we see it; a proxy might not
+    return int(header) if len(header) <= MAX_DECLARED_DIGITS else 10**MAX_DECLARED_DIGITS
+
+
+def check_lengths(**values: str | None) -> None:
+    """400 naming a value longer than its job column, before the database sees (and refuses) it."""
+    for name, value in values.items():
+        limit = getattr(Job.__table__.c[name].type, "length", None)
+        if value is not None and limit is not None and len(value) > limit:
+            raise HTTPException(400, f"{name}: at most {limit} characters (this one has {len(value)})")
 
 
 def record_upload(session: Session, settings: Settings, /, **fields: Any) -> Job:
@@ -125,11 +150,29 @@ def parse_options(fields: dict[str, str]) -> UploadOptions:
         raise HTTPException(400, describe_validation(exc)) from exc
 
 
+def checked_webhook(settings: Settings, options: UploadOptions) -> str | None:
+    """The upload's webhook URL, or a 400 when this server cannot or may not call it.
+
+    Only literal addresses and loopback names are judged here; names are resolved and checked
+    again at every delivery (netguard), since what DNS answers can change.
+    """
+    if options.webhook_url is None:
+        return None
+    if settings.webhook_key() is None:
+        raise HTTPException(400, "webhooks are not configured on this server (WEBHOOK_SECRET is not set)")
+    url = str(options.webhook_url)
+    try:
+        netguard.check_url(url, settings.webhook_networks)
+    except netguard.ForbiddenAddress as exc:
+        raise HTTPException(400, f"webhook_url: {exc}") from exc
+    return url
+
+
 def describe_validation(exc: ValidationError) -> str:
     """One sentence per problem, naming the field."""
     problems = []
     for error in exc.errors():
-        where = ".".join(str(part) for part in error["loc"]) or "body"
+        where = ".".join(str(part) for part in error["loc"])[:MAX_SHOWN_NAME] or "body"  # a name may be long
         if error["type"] == "extra_forbidden":
             problems.append(f"unknown field {where!r}")
         else:
