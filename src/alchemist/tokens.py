@@ -25,13 +25,17 @@ class TokenSigner:
     issuer: str
     ttl: timedelta = timedelta(days=1)
 
-    def issue(self, *, user_id: int, username: str, admin: bool) -> str:
-        """A signed token for this user, valid for `ttl` (1 day, as in the seeds)."""
+    def issue(self, *, user_id: int, username: str, admin: bool, version: int = 0) -> str:
+        """A signed token for this user, valid for `ttl` (1 day, as in the seeds).
+
+        `ver` is the user's token version: bumping it in the database revokes the token.
+        """
         now = datetime.now(timezone.utc)
         claims: dict[str, Any] = {
             "sub": str(user_id),
             "username": username,
             "admin": admin,
+            "ver": version,
             "iat": now,
             "exp": now + self.ttl,
             "iss": self.issuer,
@@ -61,4 +65,7 @@ class TokenSigner:
             raise TokenError("Token is malformed") from exc
         if not isinstance(claims.get("admin"), bool):
             raise TokenError("Token is invalid: claim 'admin' must be a boolean")
+        version = claims.get("ver", 0)  # absent in tokens issued before versions: version 0
+        if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+            raise TokenError("Token is invalid: claim 'ver' must be a whole number")
         return claims

@@ -89,3 +89,22 @@ def test_non_boolean_admin_claim_is_rejected() -> None:
 def test_garbage_is_a_token_error(garbage: str) -> None:
     with pytest.raises(TokenError):
         signer.verify(garbage)
+
+
+@pytest.mark.parametrize("version", [0, 1, 7, 2**31])
+def test_the_token_version_travels_as_ver(version: int) -> None:
+    claims = signer.verify(signer.issue(user_id=1, username="a@b.c", admin=False, version=version))
+    assert claims["ver"] == version
+
+
+def test_a_token_from_before_versions_has_no_ver_and_still_verifies() -> None:
+    claims = signer.verify(signer.issue(user_id=1, username="a@b.c", admin=False))
+    del claims["ver"]
+    assert "ver" not in signer.verify(jwt.encode(claims, SECRET, "HS256"))
+
+
+@pytest.mark.parametrize("bad", [-1, "1", 1.5, True, None, [1]])
+def test_a_ver_that_is_not_a_whole_number_is_refused(bad: object) -> None:
+    claims = signer.verify(signer.issue(user_id=1, username="a@b.c", admin=False))
+    with pytest.raises(TokenError, match="'ver'"):
+        signer.verify(jwt.encode({**claims, "ver": bad}, SECRET, "HS256"))

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
@@ -12,36 +12,45 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from alchemist import __version__
 from alchemist.auth.deps import bearer_claims, unauthorized
-from alchemist.auth.login_limiter import FailedLoginLimiter
-from alchemist.auth.passwords import PasswordVault
+from alchemist.auth.login import InvalidCredentialsError, Login
+from alchemist.auth.login_limiter import LoginLimiter, LoginThrottledError
+from alchemist.auth.passwords import HashingBusyError, HashingGate, PasswordVault
 from alchemist.auth.routes_users import router as users_router
-from alchemist.auth.users import find_user, normalise_email
 from alchemist.config import Settings
 from alchemist.credentials import CredentialsError, parse_basic
-from alchemist.db.engine import build_engine, transaction
+from alchemist.db.engine import build_engine
 from alchemist.db.migrate import current_revision, head_revision, upgrade
+from alchemist.db.models import utcnow
 from alchemist.db.outage import database_unavailable
+from alchemist.headers import JsonApiHeaders
+from alchemist.proxies import TrustedProxyHeaders
+from alchemist.revocation import RevocationCheck
 from alchemist.tokens import TokenSigner
 
 MAX_DESCRIBED_ERRORS = 3
 
 
 def create_app(
-    settings: Settings, engine: Engine | None = None, vault: PasswordVault | None = None
+    settings: Settings,
+    engine: Engine | None = None,
+    vault: PasswordVault | None = None,
+    clock: Callable[[], datetime] = utcnow,
 ) -> FastAPI:
-    """The auth app; the engine is built in the lifespan unless one is handed in."""
+    """The auth app; the engine is built in the lifespan unless one is handed in.
+
+    `clock` is the login limiter's: tests move it instead of waiting for windows to end.
+    """
     signer = TokenSigner(
         secret=settings.jwt_secret(),
         issuer=settings.JWT_ISSUER,
         ttl=timedelta(seconds=settings.JWT_TTL_SECONDS),
     )
-    limiter = FailedLoginLimiter(settings.LOGIN_MAX_FAILURES, settings.LOGIN_FAILURE_WINDOW_SECONDS)
-    passwords = vault or PasswordVault()
+    passwords = vault or PasswordVault.from_settings(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -49,60 +58,76 @@ def create_app(
         bound = engine if engine is not None else build_engine(settings.database_url)
         if settings.embedded or settings.ALCHEMIST_MIGRATE_ON_START:
             await run_in_threadpool(upgrade, bound)
+        # Made now, not by the first unknown user (whose answer would take two hashes' time).
+        await run_in_threadpool(lambda: passwords.decoy_hash)
+        sessions = sessionmaker(bound, expire_on_commit=False)
         app.state.engine = bound
-        app.state.sessions = sessionmaker(bound, expire_on_commit=False)
+        app.state.sessions = sessions
+        # Uncached here: auth owns the users and answers for them now; gateways cache its rule briefly.
+        app.state.revocations = RevocationCheck(sessions, ttl_seconds=0)
+        limiter = LoginLimiter(
+            sessions,
+            max_failures=settings.LOGIN_MAX_FAILURES,
+            max_failures_per_address=settings.LOGIN_MAX_FAILURES_PER_ADDRESS,
+            window_seconds=settings.LOGIN_FAILURE_WINDOW_SECONDS,
+            clock=clock,
+        )
+        # Built here, on the serving loop (an asyncio semaphore belongs to one loop).
+        gate = HashingGate(
+            settings.LOGIN_CONCURRENCY, settings.LOGIN_QUEUE_SECONDS, settings.LOGIN_QUEUE_LIMIT
+        )
+        app.state.login = Login(sessions, limiter, gate, passwords, signer)
         try:
             yield
         finally:
             if own_engine:
                 bound.dispose()
 
-    app = FastAPI(title="Audio Alchemist auth", version=__version__, lifespan=lifespan)
+    # JSON only: no Swagger page (FastAPI's loads from a CDN); the document itself per API_DOCS.
+    app = FastAPI(
+        title="Audio Alchemist auth", version=__version__, lifespan=lifespan, docs_url=None,
+        redoc_url=None, openapi_url="/openapi.json" if settings.API_DOCS else None,
+    )  # fmt: skip
+    app.add_middleware(JsonApiHeaders)
     app.state.signer = signer
     app.state.vault = passwords
     app.include_router(users_router)
     app.add_exception_handler(DBAPIError, database_unavailable)
+    # The client address the limiter counts: the gateway's X-Forwarded-For, when the gateway is trusted.
+    app.add_middleware(TrustedProxyHeaders, networks=settings.trusted_proxies)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
         # FastAPI's own 422 is a list that echoes the input back, passwords included.
         return JSONResponse({"detail": describe_errors(exc.errors())}, 422)
 
-    def sessions(request: Request) -> sessionmaker[Session]:
-        maker: sessionmaker[Session] = request.app.state.sessions
-        return maker
-
     @app.post("/login", response_class=PlainTextResponse)
-    def login(request: Request) -> PlainTextResponse:
-        """Trade HTTP Basic credentials for a JWT (the response body)."""
+    async def login(request: Request) -> PlainTextResponse:
+        """Trade HTTP Basic credentials for a JWT (the response body); 429 and 503 carry Retry-After."""
         try:
             credentials = parse_basic(request.headers.get("authorization"))
         except CredentialsError as exc:
             raise unauthorized(str(exc), "Basic") from exc
-        account = normalise_email(credentials.username)
-        wait = limiter.retry_after(account)
-        if wait is not None:
+        sign_in: Login = request.app.state.login
+        address = request.client.host if request.client else None
+        try:
+            token = await sign_in(credentials.username, credentials.password, address)
+        except LoginThrottledError as exc:
             raise HTTPException(
                 429,
-                f"Too many failed logins for this account; try again in {wait} s",
-                headers={"Retry-After": str(wait)},
-            )
-        with transaction(sessions(request)) as session:
-            user = find_user(session, account)
-            record = (user.id, user.email, user.is_admin, user.password_hash) if user else None
-        # verify() runs the full argon2 cost even for an unknown user (no timing oracle).
-        if not passwords.verify(record[3] if record else None, credentials.password):
-            limiter.record_failure(account)
-            raise unauthorized("Invalid credentials", "Basic")
-        limiter.reset(account)
-        assert record is not None  # verify() is False without a record
-        user_id, email, admin, _ = record
-        return PlainTextResponse(signer.issue(user_id=user_id, username=email, admin=admin))
+                str(exc),
+                headers={"Retry-After": str(exc.retry_after)},
+            ) from exc
+        except HashingBusyError as exc:
+            raise HTTPException(503, str(exc), headers={"Retry-After": str(exc.retry_after)}) from exc
+        except InvalidCredentialsError as exc:
+            raise unauthorized("Invalid credentials", "Basic") from exc
+        return PlainTextResponse(token)
 
     @app.post("/validate")
     def validate(request: Request) -> dict[str, Any]:
-        """The claims of a valid Bearer token; 401 without one, 403 when it is invalid."""
-        return bearer_claims(request, signer)
+        """The claims of a valid Bearer token; 401 without one, 403 when it is invalid or revoked."""
+        return bearer_claims(request, signer, request.app.state.revocations)
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:

@@ -13,6 +13,7 @@ from alchemist.auth.passwords import PasswordVault
 from alchemist.auth.users import find_user
 from alchemist.credentials import CredentialsError, parse_bearer
 from alchemist.db.engine import transaction
+from alchemist.revocation import RevocationCheck
 from alchemist.tokens import TokenError, TokenSigner
 
 # Declared for the OpenAPI document only; bearer_claims reads the header itself so that
@@ -33,22 +34,36 @@ def unauthorized(detail: str, scheme: str) -> HTTPException:
     return HTTPException(401, detail, headers={"WWW-Authenticate": f'{scheme} realm="alchemist"'})
 
 
-def bearer_claims(request: Request, signer: TokenSigner) -> dict[str, Any]:
-    """The claims of the request's Bearer token; 401 without one, 403 when it is invalid."""
+def bearer_claims(
+    request: Request, signer: TokenSigner, revocations: RevocationCheck | None = None
+) -> dict[str, Any]:
+    """The claims of the request's Bearer token; 401 without one, 403 when it is invalid or revoked.
+
+    Blocking (a revocation cache miss reads the database): call it from a sync handler.
+    """
     try:
         token = parse_bearer(request.headers.get("authorization"))
     except CredentialsError as exc:
         raise unauthorized(str(exc), "Bearer") from exc
     try:
-        return signer.verify(token)
+        claims = signer.verify(token)
+        if revocations is not None:
+            revocations.check(claims)
     except TokenError as exc:
         raise HTTPException(403, f"Not authorized: {exc}") from exc
+    return claims
 
 
 def get_signer(request: Request) -> TokenSigner:
     """The app's token signer."""
     signer: TokenSigner = request.app.state.signer
     return signer
+
+
+def get_revocations(request: Request) -> RevocationCheck:
+    """The app's revocation check (built in the lifespan)."""
+    revocations: RevocationCheck = request.app.state.revocations
+    return revocations
 
 
 def get_sessions(request: Request) -> sessionmaker[Session]:
@@ -66,13 +81,17 @@ def get_vault(request: Request) -> PasswordVault:
 SignerDep = Annotated[TokenSigner, Depends(get_signer)]
 SessionsDep = Annotated[sessionmaker[Session], Depends(get_sessions)]
 VaultDep = Annotated[PasswordVault, Depends(get_vault)]
+RevocationsDep = Annotated[RevocationCheck, Depends(get_revocations)]
 
 
 def require_claims(
-    request: Request, signer: SignerDep, _bearer: Annotated[object, Security(bearer_scheme)] = None
+    request: Request,
+    signer: SignerDep,
+    revocations: RevocationsDep,
+    _bearer: Annotated[object, Security(bearer_scheme)] = None,
 ) -> Claims:
-    """The caller of a request with a valid Bearer token."""
-    claims = bearer_claims(request, signer)
+    """The caller of a request with a valid, unrevoked Bearer token."""
+    claims = bearer_claims(request, signer, revocations)
     return Claims(username=str(claims["username"]), admin=claims["admin"])
 
 

@@ -16,8 +16,8 @@ from alchemist.auth.users import (
     UserError,
     UserExistsError,
     add_user,
+    canonical_email,
     list_users,
-    normalise_email,
     remove_user,
     set_password,
 )
@@ -60,7 +60,7 @@ def post_user(body: NewUser, _admin: AdminDep, sessions: SessionsDep, vault: Vau
 @router.delete("/{email:path}", status_code=204, response_class=Response, responses=_errors(400, 404))
 def delete_user(email: str, admin: AdminDep, sessions: SessionsDep) -> None:
     """Remove a user; never yourself, never the last admin."""
-    if normalise_email(email) == admin.username:
+    if canonical_email(email) == admin.username:
         raise HTTPException(400, "you cannot remove your own account")
     try:
         with transaction(sessions) as session:
@@ -73,7 +73,7 @@ def delete_user(email: str, admin: AdminDep, sessions: SessionsDep) -> None:
 def put_password(
     email: str, body: NewPassword, _admin: AdminDep, sessions: SessionsDep, vault: VaultDep
 ) -> None:
-    """Set a user's password (a forgotten one, say); tokens already issued stay valid."""
+    """Set a user's password (a forgotten one, say); the user's tokens stop working within seconds."""
     try:
         with transaction(sessions) as session:
             set_password(session, vault, email, body.password)

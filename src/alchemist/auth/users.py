@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
@@ -30,9 +31,13 @@ class UserExistsError(UserError):
     """A user with this email already exists."""
 
 
-def normalise_email(email: str) -> str:
-    """Emails are stored and looked up trimmed and lower-cased."""
-    return email.strip().lower()
+def canonical_email(email: str) -> str:
+    """The account key: Unicode NFKC, trimmed, lower-cased; stored so and compared byte for byte.
+
+    NFKC makes full-width `ann@` and `ann@` one account; accents stay (`víctim@` is not
+    `victim@`). NFKC runs again after lower-casing, which can leave a string unnormalised.
+    """
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", email).strip().lower())
 
 
 def check_password(password: str) -> None:
@@ -47,7 +52,7 @@ def add_user(
     session: Session, vault: PasswordVault, email: str, password: str, *, admin: bool = False
 ) -> User:
     """Create a user with a hashed password; raises UserError on a bad email or password."""
-    email = normalise_email(email)
+    email = canonical_email(email)
     if len(email) > MAX_EMAIL_LENGTH or not EMAIL_PATTERN.match(email):
         raise UserError(f"{email!r} is not an email address")
     check_password(password)
@@ -63,8 +68,8 @@ def add_user(
 
 
 def find_user(session: Session, email: str) -> User | None:
-    """The user with this email, if any."""
-    return session.scalar(select(User).where(User.email == normalise_email(email)))
+    """The user with this email (in any spelling with the same canonical form), if any."""
+    return session.scalar(select(User).where(User.email == canonical_email(email)))
 
 
 def list_users(session: Session) -> list[User]:
@@ -73,21 +78,29 @@ def list_users(session: Session) -> list[User]:
 
 
 def set_password(session: Session, vault: PasswordVault, email: str, password: str) -> None:
-    """Replace a user's password; raises UserError on a bad password, UnknownUserError without the user."""
+    """Replace a user's password and revoke their tokens.
+
+    Raises UserError on a bad password, UnknownUserError without the user.
+    """
     check_password(password)
     user = find_user(session, email)
     if user is None:
-        raise UnknownUserError(f"no user {normalise_email(email)}")
-    user.password_hash = vault.hash(password)
-    session.flush()
+        raise UnknownUserError(f"no user {canonical_email(email)}")
+    password_hash = vault.hash(password)
+    # Every token issued before carries the old version: the gateway and /validate refuse them.
+    session.execute(
+        update(User)
+        .where(User.id == user.id)
+        .values(password_hash=password_hash, token_version=User.token_version + 1)
+    )
 
 
 def remove_user(session: Session, email: str, *, keep_an_admin: bool = False) -> None:
-    """Delete a user; raises UnknownUserError when there is none.
+    """Delete a user (their tokens die with the record); raises UnknownUserError when there is none.
 
     With keep_an_admin, refuses (UserError) to delete the last admin, even when two admins remove each other.
     """
-    email = normalise_email(email)
+    email = canonical_email(email)
     if keep_an_admin:
         # A no-op UPDATE locks the admin rows (MariaDB) or the database (SQLite) before anything is
         # read, so concurrent removals run one after the other; its rowcount is the matched rows.
@@ -99,3 +112,10 @@ def remove_user(session: Session, email: str, *, keep_an_admin: bool = False) ->
     result = session.execute(delete(User).where(User.email == email))
     if result.rowcount == 0:  # type: ignore[attr-defined]
         raise UnknownUserError(f"no user {email}")
+
+
+def renew_hash(session: Session, user_id: int, old_hash: str, new_hash: str) -> None:
+    """Store a hash made with today's parameters, unless the password changed meanwhile."""
+    session.execute(
+        update(User).where(User.id == user_id, User.password_hash == old_hash).values(password_hash=new_hash)
+    )

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from sqlalchemy.orm import Session, sessionmaker
 
 from alchemist.auth.passwords import PasswordVault
-from alchemist.auth.users import UserError, add_user, list_users, normalise_email, remove_user, set_password
+from alchemist.auth.users import UserError, add_user, canonical_email, list_users, remove_user, set_password
 from alchemist.config import Settings
 from alchemist.db.engine import build_engine, transaction
 from alchemist.db.migrate import upgrade
@@ -37,8 +37,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 @contextmanager
-def _session() -> Iterator[Session]:
-    settings = Settings()
+def _session(settings: Settings | None = None) -> Iterator[Session]:
+    settings = settings or Settings()
     engine = build_engine(settings.database_url)
     try:
         if settings.embedded or settings.ALCHEMIST_MIGRATE_ON_START:
@@ -62,8 +62,10 @@ def run_add(args: argparse.Namespace) -> int:
     """Add one user."""
     try:
         password = _read_password(args.password_stdin)
-        with _session() as session:
-            user = add_user(session, PasswordVault(), args.email, password, admin=args.admin)
+        settings = Settings()
+        with _session(settings) as session:
+            vault = PasswordVault.from_settings(settings)  # the ARGON2_* parameters auth uses
+            user = add_user(session, vault, args.email, password, admin=args.admin)
             email, admin = user.email, user.is_admin
     except UserError as exc:
         print(f"alchemist users add: {exc}", file=sys.stderr)
@@ -82,7 +84,7 @@ def run_list(_args: argparse.Namespace) -> int:
 
 
 def run_remove(args: argparse.Namespace) -> int:
-    """Remove one user."""
+    """Remove one user; their tokens stop working within REVOCATION_CACHE_SECONDS."""
     try:
         with _session() as session:
             remove_user(session, args.email)
@@ -94,13 +96,14 @@ def run_remove(args: argparse.Namespace) -> int:
 
 
 def run_passwd(args: argparse.Namespace) -> int:
-    """Set one user's password."""
+    """Set one user's password; the tokens they had stop working within REVOCATION_CACHE_SECONDS."""
     try:
         password = _read_password(args.password_stdin)
-        with _session() as session:
-            set_password(session, PasswordVault(), args.email, password)
+        settings = Settings()
+        with _session(settings) as session:
+            set_password(session, PasswordVault.from_settings(settings), args.email, password)
     except UserError as exc:
         print(f"alchemist users passwd: {exc}", file=sys.stderr)
         return 1
-    print(f"password set for {normalise_email(args.email)}")
+    print(f"password set for {canonical_email(args.email)}")
     return 0

@@ -54,14 +54,14 @@ def get_settings(state: StateDep) -> Settings:
     return state.settings
 
 
-def get_caller(
+async def get_caller(
     request: Request,
     state: StateDep,
     _bearer: Annotated[object, Security(bearer_scheme)] = None,
     _cookie: Annotated[object, Security(cookie_scheme)] = None,
 ) -> Caller:
-    """The signed-in user (Bearer token or session cookie + CSRF token)."""
-    return state.authenticator.caller(request)
+    """The signed-in user (Bearer token or session cookie + CSRF token) whose token is not revoked."""
+    return await state.authenticator.authenticate(request)
 
 
 def get_admin(caller: Annotated[Caller, Depends(get_caller)]) -> Caller:

@@ -30,3 +30,39 @@ def test_decoy_costs_the_same_as_a_real_hash() -> None:
 
 def test_a_broken_stored_hash_is_a_rejection_not_a_crash() -> None:
     assert not vault.verify("not-a-hash", "anything")
+
+
+def test_parameters_come_from_the_settings_and_old_hashes_still_verify() -> None:
+    from alchemist.config import Settings
+
+    old = PasswordVault().hash("correct horse")  # argon2-cffi's defaults: 64 MiB, t=3, p=4
+    owasp = PasswordVault.from_settings(
+        Settings(ARGON2_MEMORY_KIB=19_456, ARGON2_TIME_COST=2, ARGON2_PARALLELISM=1, LOGIN_CONCURRENCY=1)
+    )
+    new = owasp.hash("correct horse")
+    assert (extract_parameters(new).memory_cost, extract_parameters(new).time_cost) == (19_456, 2)
+    assert extract_parameters(new).parallelism == 1
+    assert owasp.verify(old, "correct horse")  # the hash carries its own parameters
+    assert owasp.needs_rehash(old)
+    assert not owasp.needs_rehash(new)
+    assert not owasp.needs_rehash("not-a-hash")
+    assert owasp.memory_kib == 19_456
+
+
+def test_hashing_runs_on_at_most_concurrency_threads() -> None:
+    import threading
+
+    vault = PasswordVault(concurrency=2)
+    stored = vault.hash("correct horse")
+    results: list[bool] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(vault.verify(stored, "correct horse")))
+        for _ in range(6)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == [True] * 6
+    argon2_threads = {t.name for t in threading.enumerate() if t.name.startswith("argon2")}
+    assert 1 <= len(argon2_threads) <= 2
