@@ -102,7 +102,14 @@ def serve_in_thread(app: object) -> Iterator[str]:
     """Serve an ASGI app with uvicorn on a free loopback port; yields its base URL."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(app, log_level="warning", lifespan="on", server_header=False)  # type: ignore[arg-type]
+    # As the CLI runs them: the apps' own TrustedProxyHeaders, not uvicorn's, judge X-Forwarded-For.
+    config = uvicorn.Config(
+        app,  # type: ignore[arg-type]
+        log_level="warning",
+        lifespan="on",
+        server_header=False,
+        proxy_headers=False,
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

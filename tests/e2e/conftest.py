@@ -95,6 +95,7 @@ class Up:
     data_dir: Path
     jwt_secret: str
     password: str
+    webhook_secret: str = ""
 
 
 @pytest.fixture(scope="module")
@@ -102,14 +103,21 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
     """`alchemist up` as its own process, one per test module."""
     tmp = tmp_path_factory.mktemp("up")
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MYSQL_", "JWT_", "SMTP_", "AMQP"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("MYSQL_", "JWT_", "SMTP_", "AMQP", "WEBHOOK_"))
+    }
     env["ALCHEMIST_DATA_DIR"] = str(tmp / "data")
+    # Webhooks on, and loopback allowed for the tests' receivers (never by default).
+    env["WEBHOOK_SECRET"] = webhook_secret = "e2e-webhook-secret-" + secrets.token_hex(16)
+    env["WEBHOOK_ALLOWED_NETWORKS"] = "127.0.0.0/8"
     url = f"http://127.0.0.1:{port}"
     with running(["up", "--host", "127.0.0.1", "--port", str(port)], env, f"{url}/readyz", tmp / "up.log"):
         password = (tmp / "up.log").read_text().split("with password ")[1].split()[0]
         token = httpx.post(f"{url}/login", auth=("admin@alchemist.local", password)).text
         secret = (tmp / "data" / "jwt_secret").read_text().strip()
-        yield Up(url, token, tmp / "data", secret, password)
+        yield Up(url, token, tmp / "data", secret, password, webhook_secret)
 
 
 ANN, BOB = ("ann@example.com", "ann-secret-1"), ("bob@example.com", "bob-secret-1")

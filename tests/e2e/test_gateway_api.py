@@ -3,6 +3,7 @@ events, metrics, webhooks and malformed uploads."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from tests.e2e.conftest import Up
 from tests.media import write_media
@@ -158,11 +160,19 @@ def test_webhooks_are_signed_and_retried(up: Up, tmp_path: Path) -> None:
     finally:
         server.shutdown()
     assert len(receiver.calls) == 2  # one 500, one retry that succeeded, nothing after
-    headers, body = receiver.calls[-1]
-    expected = hmac.new(up.jwt_secret.encode(), body, hashlib.sha256).hexdigest()
-    assert headers["X-Alchemist-Signature"] == f"sha256={expected}"
-    assert json.loads(body)["id"] == job_id
-    assert json.loads(body)["status"] == "done"
+    (first, _), (headers, body) = receiver.calls
+    assert first["webhook-id"] == headers["webhook-id"]  # one delivery, tried twice
+    # Standard Webhooks: a raw WEBHOOK_SECRET is the key as it is (its UTF-8 bytes).
+    webhook = Webhook(up.webhook_secret.encode())
+    event = webhook.verify(body, headers)
+    assert event["type"] == "job.done"
+    assert event["data"]["id"] == job_id and event["data"]["status"] == "done"
+    signed = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body
+    expected = base64.b64encode(hmac.new(up.webhook_secret.encode(), signed, hashlib.sha256).digest())
+    assert headers["webhook-signature"] == f"v1,{expected.decode()}"
+    for key in (up.jwt_secret.encode(), b"another key"):  # never the JWT secret
+        with pytest.raises(WebhookVerificationError):
+            Webhook(key).verify(body, headers)
 
 
 @pytest.mark.parametrize(

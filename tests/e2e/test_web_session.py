@@ -76,7 +76,7 @@ def test_the_session_cookie_is_httponly_samesite_and_secure_behind_https(up: Up)
     assert "secure" not in cookie  # plain http on loopback: a Secure cookie would never come back
     assert plain.json()["username"] == "admin@alchemist.local"
     assert "alchemist_session" not in plain.text  # the token is not handed to page scripts
-    # uvicorn trusts X-Forwarded-Proto from loopback, as from an ingress in front of it.
+    # The gateway trusts X-Forwarded-Proto from TRUSTED_PROXIES (loopback by default), as from an ingress.
     credentials = {"email": "admin@alchemist.local", "password": up.password}
     proxied = httpx.post(f"{up.url}/api/v1/session", json=credentials, headers={"X-Forwarded-Proto": "https"})
     assert "secure" in proxied.headers["set-cookie"].lower()

@@ -8,7 +8,6 @@ import logging
 import os
 import signal
 
-import httpx
 import uvicorn
 from prometheus_client import CollectorRegistry
 
@@ -19,7 +18,10 @@ from alchemist.telemetry import Telemetry, create_metrics_app
 from alchemist.wiring import Backends
 
 logger = logging.getLogger(__name__)
-ALL_INTERFACES = "0.0.0.0"  # noqa: S104 (services listen on every interface, as the seeds explain)
+# Safe by default: a laptop serves itself only. Containers say `--host 0.0.0.0` (their
+# orchestrator's probes and peers reach the pod's address), as deploy/ does.
+LOOPBACK = "127.0.0.1"
+ALL_INTERFACES = "0.0.0.0"  # noqa: S104 (what containers pass; never a default)
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -36,23 +38,37 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     converter.add_argument(
         "--grace", type=float, default=grace, help="seconds to finish the job in hand on SIGTERM"
     )
-    converter.add_argument("--health-port", type=int, default=8081, help="/healthz and /readyz (0: off)")
+    _health_options(converter, 8081)
     converter.set_defaults(run=run_converter)
     notification = commands.add_parser("notification", help="run the notification worker")
-    notification.add_argument("--health-port", type=int, default=8082, help="/healthz and /readyz (0: off)")
+    _health_options(notification, 8082)
     notification.set_defaults(run=run_notification)
 
 
 def _listen_options(parser: argparse.ArgumentParser, port: int) -> None:
-    parser.add_argument("--host", default=ALL_INTERFACES, help="address to bind (default 0.0.0.0)")
+    parser.add_argument(
+        "--host", default=LOOPBACK, help=f"address to bind (default {LOOPBACK}; containers: {ALL_INTERFACES})"
+    )
     parser.add_argument("--port", type=int, default=port, help=f"port (default {port})")
+
+
+def _health_options(parser: argparse.ArgumentParser, port: int) -> None:
+    parser.add_argument(
+        "--health-host", "--host", dest="health_host", default=LOOPBACK,
+        help=f"address of /healthz, /readyz, /metrics (default {LOOPBACK}; for probes: {ALL_INTERFACES})",
+    )  # fmt: skip
+    parser.add_argument("--health-port", type=int, default=port, help="/healthz and /readyz (0: off)")
 
 
 def run_auth(args: argparse.Namespace) -> int:
     """Serve the auth API until interrupted."""
     from alchemist.auth.app import create_app
 
-    uvicorn.run(create_app(Settings()), host=args.host, port=args.port, log_level="info", server_header=False)
+    # proxy_headers off: the app's TrustedProxyHeaders alone decides whose X-Forwarded-For counts.
+    uvicorn.run(
+        create_app(Settings()), host=args.host, port=args.port, log_level="info", server_header=False,
+        proxy_headers=False,
+    )  # fmt: skip
     return 0
 
 
@@ -62,7 +78,9 @@ def run_gateway(args: argparse.Namespace) -> int:
 
     settings = Settings()
     app = create_app(settings)
-    public = uvicorn.Config(app, host=args.host, port=args.port, log_level="info", server_header=False)
+    public = uvicorn.Config(  # proxy_headers: the app's TrustedProxyHeaders decides, with TRUSTED_PROXIES
+        app, host=args.host, port=args.port, log_level="info", server_header=False, proxy_headers=False
+    )
     if settings.METRICS_PORT is None:
         uvicorn.Server(public).run()
         return 0
@@ -85,7 +103,7 @@ async def _serve_together(main: uvicorn.Server, side: uvicorn.Server) -> None:
 
 
 async def wait_for_stop(
-    backends: Backends, health_port: int, registry: CollectorRegistry | None = None
+    backends: Backends, health_host: str, health_port: int, registry: CollectorRegistry | None = None
 ) -> None:
     """Serve the health endpoints (when asked) until SIGTERM or SIGINT."""
     stop = asyncio.Event()
@@ -95,8 +113,9 @@ async def wait_for_stop(
     if not health_port:
         await stop.wait()
         return
-    config = uvicorn.Config(create_health_app(backends, registry), host=ALL_INTERFACES, port=health_port,
+    config = uvicorn.Config(create_health_app(backends, registry), host=health_host, port=health_port,
                             log_level="warning", lifespan="off", server_header=False)  # fmt: skip
+    logger.info("health endpoints on %s port %d", health_host, health_port)
     server = uvicorn.Server(config)
     serving = asyncio.ensure_future(server.serve())
     stopping = asyncio.ensure_future(stop.wait())
@@ -104,13 +123,13 @@ async def wait_for_stop(
     stopping.cancel()
     if serving.done() and not server.should_exit:
         # uvicorn ends by itself only when it could not start (e.g. the port is taken).
-        raise SystemExit(f"health endpoint could not listen on port {health_port}")
+        raise SystemExit(f"health endpoint could not listen on {health_host} port {health_port}")
     # Either our handler saw the signal, or uvicorn did (it sets should_exit): stop both.
     server.should_exit = True
     await serving
 
 
-async def _converter(concurrency: int, grace: float, health_port: int) -> None:
+async def _converter(concurrency: int, grace: float, health_host: str, health_port: int) -> None:
     from alchemist.converter.worker import ConverterService, build_engine
     from alchemist.wiring import build_backends
 
@@ -124,7 +143,7 @@ async def _converter(concurrency: int, grace: float, health_port: int) -> None:
         service = ConverterService(settings, backends, engine, relay, telemetry)
         subscription = await service.start(concurrency)
         logger.info("converter consuming %s (concurrency %d)", settings.VIDEO_QUEUE, concurrency)
-        await wait_for_stop(backends, health_port, telemetry.registry)
+        await wait_for_stop(backends, health_host, health_port, telemetry.registry)
         logger.info("stopping: finishing the jobs in hand (up to %.0f s)", grace)
         await subscription.cancel(grace=grace)
     finally:
@@ -136,11 +155,12 @@ async def _converter(concurrency: int, grace: float, health_port: int) -> None:
 
 def run_converter(args: argparse.Namespace) -> int:
     """Convert until SIGTERM; then finish (or hand back) the jobs in hand."""
-    asyncio.run(_converter(args.concurrency, args.grace, args.health_port))
+    asyncio.run(_converter(args.concurrency, args.grace, args.health_host, args.health_port))
     return 0
 
 
-async def _notification(health_port: int) -> None:
+async def _notification(health_host: str, health_port: int) -> None:
+    from alchemist.notification.channels.webhook import webhook_client
     from alchemist.notification.mail import build_sender
     from alchemist.notification.service import NotificationService
     from alchemist.wiring import build_backends
@@ -150,12 +170,12 @@ async def _notification(health_port: int) -> None:
     telemetry = Telemetry()
     relay = OutboxRelay(backends.sessions, backends.broker, telemetry=telemetry)
     relay.start()
-    async with httpx.AsyncClient(timeout=15) as http:
+    async with webhook_client() as http:
         try:
             service = NotificationService(settings, backends, build_sender(settings), http, relay, telemetry)
             subscription = await service.start()
             logger.info("notification consuming %s", settings.MP3_QUEUE)
-            await wait_for_stop(backends, health_port, telemetry.registry)
+            await wait_for_stop(backends, health_host, health_port, telemetry.registry)
             await subscription.cancel(grace=10)
         finally:
             await relay.stop()
@@ -164,5 +184,5 @@ async def _notification(health_port: int) -> None:
 
 def run_notification(args: argparse.Namespace) -> int:
     """Notify until SIGTERM."""
-    asyncio.run(_notification(args.health_port))
+    asyncio.run(_notification(args.health_host, args.health_port))
     return 0

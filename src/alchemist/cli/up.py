@@ -15,7 +15,7 @@ from alchemist import jobs
 from alchemist.auth.app import create_app as create_auth_app
 from alchemist.auth.passwords import PasswordVault
 from alchemist.auth.users import add_user, list_users
-from alchemist.cli.services import ALL_INTERFACES
+from alchemist.cli.services import ALL_INTERFACES, LOOPBACK
 from alchemist.config import Settings
 from alchemist.converter.worker import ConverterService, build_engine
 from alchemist.db.engine import transaction
@@ -23,6 +23,7 @@ from alchemist.db.models import JobStatus
 from alchemist.gateway.app import create_app as create_gateway_app
 from alchemist.messaging.memory import InMemoryBroker
 from alchemist.messaging.messages import Mp3Ready, VideoUploaded
+from alchemist.notification.channels.webhook import webhook_client
 from alchemist.notification.mail import build_sender
 from alchemist.notification.service import NotificationService
 from alchemist.outbox import OutboxRelay
@@ -36,7 +37,10 @@ ADMIN_EMAIL = "admin@alchemist.local"
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the up subcommand."""
     up = commands.add_parser("up", help="run everything in one process (embedded backends)")
-    up.add_argument("--host", default=ALL_INTERFACES, help="address to bind (default 0.0.0.0)")
+    up.add_argument(
+        "--host", default=LOOPBACK,
+        help=f"address to bind (default {LOOPBACK}: this machine only; {ALL_INTERFACES}: every interface)",
+    )  # fmt: skip
     up.add_argument("--port", type=int, default=8080, help="port (default 8080)")
     up.add_argument("--concurrency", type=int, default=os.cpu_count() or 1)
     up.set_defaults(run=run_up)
@@ -88,7 +92,7 @@ async def requeue_unfinished(settings: Settings, backends: Backends) -> int:
 
 async def _up(host: str, port: int, concurrency: int) -> None:
     settings = Settings()
-    shown = "localhost" if host == ALL_INTERFACES else host
+    shown = "localhost" if host in (ALL_INTERFACES, "::") else host
     if "PUBLIC_URL" not in os.environ:  # links in emails point at this very server
         settings = settings.model_copy(update={"PUBLIC_URL": f"http://{shown}:{port}"})
     backends = await build_backends(settings, name="up", broker=InMemoryBroker(settings.MAX_ATTEMPTS))
@@ -98,7 +102,7 @@ async def _up(host: str, port: int, concurrency: int) -> None:
         password = await asyncio.to_thread(ensure_admin, backends)
         async with (
             auth_app.router.lifespan_context(auth_app),
-            httpx.AsyncClient(timeout=15) as http,
+            webhook_client() as http,
         ):
             telemetry = Telemetry()  # one registry: the gateway's /metrics shows every service
             relay = OutboxRelay(backends.sessions, backends.broker, telemetry=telemetry)
@@ -116,6 +120,12 @@ async def _up(host: str, port: int, concurrency: int) -> None:
                 f"Audio Alchemist is up: http://{shown}:{port}  (data in {settings.ALCHEMIST_DATA_DIR})",
                 flush=True,
             )
+            if host == LOOPBACK:
+                print(
+                    f"Listening on {LOOPBACK} only; to reach it from other machines: "
+                    f"alchemist up --host {ALL_INTERFACES}",
+                    flush=True,
+                )
             if password:
                 print(
                     f"First start: created admin {ADMIN_EMAIL} with password {password}  (shown once)",
@@ -124,7 +134,9 @@ async def _up(host: str, port: int, concurrency: int) -> None:
             if requeued:
                 logger.info("re-enqueued %d unfinished jobs", requeued)
             server = uvicorn.Server(
-                uvicorn.Config(gateway, host=host, port=port, log_level="info", server_header=False)
+                uvicorn.Config(  # proxy_headers: the gateway's TrustedProxyHeaders decides
+                    gateway, host=host, port=port, log_level="info", server_header=False, proxy_headers=False
+                )
             )
             await server.serve()
             await converting.cancel(grace=5)

@@ -24,6 +24,8 @@ from alchemist.gateway.routes.pages import WEB
 from alchemist.gateway.security import Authenticator
 from alchemist.links import DownloadLinks
 from alchemist.outbox import OutboxRelay
+from alchemist.proxies import TrustedProxyHeaders
+from alchemist.revocation import RevocationCheck
 from alchemist.sweeper import Sweeper
 from alchemist.telemetry import Telemetry
 from alchemist.tokens import TokenSigner
@@ -53,6 +55,7 @@ def create_app(
         ttl=timedelta(seconds=settings.JWT_TTL_SECONDS),
     )
     links = DownloadLinks(signer.secret, settings.DOWNLOAD_LINK_TTL_SECONDS)
+    settings.webhook_key()  # a malformed WEBHOOK_SECRET stops the start, not an upload (ConfigError)
     metrics = telemetry or Telemetry()
 
     @asynccontextmanager
@@ -65,7 +68,9 @@ def create_app(
         async with httpx.AsyncClient(
             base_url=settings.auth_url, transport=auth_transport, timeout=30
         ) as client:
-            state = GatewayState(settings, Authenticator(signer), links, built, client, metrics, relaying)
+            revocations = RevocationCheck(built.sessions, settings.REVOCATION_CACHE_SECONDS)
+            authenticator = Authenticator(signer, revocations)
+            state = GatewayState(settings, authenticator, links, built, client, metrics, relaying)
             app.state.gateway = state
             relaying.start()
             sweeper.start()
@@ -86,18 +91,26 @@ def create_app(
         lifespan=lifespan,
         docs_url=None,  # served by routes/pages.py with assets from the package
         redoc_url=None,
+        openapi_url="/openapi.json" if settings.API_DOCS else None,
         generate_unique_id_function=operation_id,
     )
     app.add_middleware(RequestMetrics, telemetry=metrics)
     app.add_middleware(SecurityHeaders)
+    # Outermost: the client address and scheme an ingress in TRUSTED_PROXIES forwarded.
+    app.add_middleware(TrustedProxyHeaders, networks=settings.trusted_proxies)
     errors.install(app)
     for module in (auth, uploads, downloads, jobs, users, pages, ops):
         app.include_router(module.router)
     if settings.METRICS_PORT is None:
         app.include_router(ops.metrics_router)
+    if settings.API_DOCS:
+        app.include_router(pages.docs_router)
     app.state.telemetry = metrics  # `alchemist gateway` serves it on METRICS_PORT when set
-    app.mount(
-        "/static/swagger", StaticFiles(directory=Path(str(files("fastapi_offline") / "static"))), "swagger"
-    )
+    if settings.API_DOCS:
+        app.mount(
+            "/static/swagger",
+            StaticFiles(directory=Path(str(files("fastapi_offline") / "static"))),
+            "swagger",
+        )
     app.mount("/static", StaticFiles(directory=WEB / "static"), "static")
     return app

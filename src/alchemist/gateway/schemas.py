@@ -65,7 +65,10 @@ class UploadOptions(BaseModel):
     webhook_url: AnyHttpUrl | None = Field(
         default=None,
         title="Webhook URL",
-        description="Called with the job's JSON (HMAC-signed) when the conversion ends",
+        description=(
+            "Called (POST, a Standard Webhooks signature) with a job.done or job.failed event and "
+            "the job's JSON when the conversion ends; it must be a public http(s) address"
+        ),
         max_length=2048,
     )
 
@@ -145,6 +148,13 @@ class Health(BaseModel):
     """The process answers."""
 
     status: str
+
+
+class Features(BaseModel):
+    """What this server offers, as its operator configured it (the page adapts to it)."""
+
+    api_docs: bool = Field(description="/docs and /openapi.json are served (API_DOCS)")
+    webhooks: bool = Field(description="Uploads may ask for a webhook (WEBHOOK_SECRET is set)")
 
 
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:

@@ -3,7 +3,8 @@
 At least once, recognisably: the claim is a lease that expires (a notifier that dies between
 the claim and the send is replaced), the email's Message-ID is derived from the job, and
 sending is the last step before the job is marked notified. Webhook deliveries are messages
-on WEBHOOK_QUEUE, retried with backoff through the outbox, never by sleeping in a handler.
+on WEBHOOK_QUEUE, retried with backoff through the outbox, never by sleeping in a handler; one
+to a forbidden address (netguard) is refused, logged and counted, never retried.
 """
 
 from __future__ import annotations
@@ -21,10 +22,18 @@ from alchemist import jobs, outbox
 from alchemist.config import Settings
 from alchemist.db.engine import run_in_transaction
 from alchemist.db.models import Job
+from alchemist.db.outage import outlasting
 from alchemist.messaging.base import Delivery, PermanentFailure, Subscription, SubscriptionGroup
 from alchemist.messaging.messages import Mp3Ready, ValidationError
 from alchemist.notification.channels.email import EmailChannel
-from alchemist.notification.channels.webhook import WebhookChannel, WebhookRetry
+from alchemist.notification.channels.webhook import (
+    EVENTS,
+    WebhookChannel,
+    WebhookRefused,
+    WebhookRejected,
+    WebhookRetry,
+    event_type,
+)
 from alchemist.notification.mail import MailSender
 from alchemist.outbox import OutboxRelay
 from alchemist.telemetry import Telemetry
@@ -59,6 +68,7 @@ class NotificationService:
     async def start(self) -> Subscription:
         """Consume MP3_QUEUE, its dead letters and WEBHOOK_QUEUE."""
         broker, settings = self.backends.broker, self.settings
+        settings.webhook_key()  # a malformed WEBHOOK_SECRET stops the start (ConfigError), not a delivery
         return SubscriptionGroup(
             await broker.consume(settings.MP3_QUEUE, self.handle, prefetch=4),
             await broker.consume_dead(settings.MP3_QUEUE, self.handle_dead),
@@ -73,8 +83,12 @@ class NotificationService:
             raise PermanentFailure(f"not an mp3 message: {exc}") from exc
         sessions = self.backends.sessions
         lease = self.settings.NOTIFY_LEASE_SECONDS
-        job = await run_in_transaction(
-            sessions, jobs.claim_notification, message.job_id, now=utcnow(), lease=lease
+        job = await outlasting(
+            lambda: run_in_transaction(
+                sessions, jobs.claim_notification, message.job_id, now=utcnow(), lease=lease
+            ),
+            every=self.settings.HEARTBEAT_SECONDS,
+            what=f"notification of job {message.job_id}",
         )
         if job is None:
             return  # told already, deleted, or another notifier holds the lease (it expires)
@@ -113,9 +127,18 @@ class NotificationService:
         if job is None or not job.webhook_url:
             return
         delivery_id, attempt = str(body.get("delivery_id", "")), int(body.get("attempt", 1))
+        # Messages queued before the event was recorded in them: the job still tells it.
+        event = body["type"] if body.get("type") in EVENTS else event_type(job)
+        occurred = _moment(body.get("occurred_at")) or jobs.as_utc(job.updated_at) or utcnow()
         try:
-            await WebhookChannel(self.settings, self.http).deliver(job, delivery_id, attempt)
+            await WebhookChannel(self.settings, self.http).deliver(job, delivery_id, event, occurred)
             self.telemetry.notifications.labels("webhook", "sent").inc()
+        except WebhookRefused as exc:
+            self.telemetry.notifications.labels("webhook", "refused").inc()
+            logger.error("webhook %s for job %s refused, not sent: %s", delivery_id, job.id, exc)
+        except WebhookRejected as exc:
+            self.telemetry.notifications.labels("webhook", "rejected").inc()
+            logger.warning("webhook %s for job %s rejected by the receiver: %s", delivery_id, job.id, exc)
         except WebhookRetry as exc:
             self.telemetry.notifications.labels("webhook", "failed").inc()
             if attempt >= self.settings.WEBHOOK_MAX_ATTEMPTS:
@@ -125,7 +148,7 @@ class NotificationService:
                 return
             delay = WEBHOOK_FIRST_DELAY * 2 ** (attempt - 1)
             logger.warning("webhook %s (job %s) failed: %s; retry in %.0f s", delivery_id, job.id, exc, delay)
-            next_body = {"job_id": job.id, "delivery_id": delivery_id, "attempt": attempt + 1}
+            next_body = {**body, "job_id": job.id, "delivery_id": delivery_id, "attempt": attempt + 1}
             await run_in_transaction(
                 self.backends.sessions, outbox.add, self.settings.WEBHOOK_QUEUE, next_body,
                 f"{delivery_id}.{attempt + 1}", delay=delay,
@@ -137,5 +160,17 @@ class NotificationService:
         jobs.mark_notified(session, job.id, utcnow())
         if job.webhook_url:
             delivery_id = uuid.uuid4().hex
-            body = {"job_id": job.id, "delivery_id": delivery_id, "attempt": 1}
+            occurred = jobs.as_utc(job.updated_at) or utcnow()  # when it finished (claims keep it)
+            body = {
+                "job_id": job.id, "delivery_id": delivery_id, "attempt": 1,
+                "type": event_type(job), "occurred_at": occurred.isoformat(),
+            }  # fmt: skip
             outbox.add(session, self.settings.WEBHOOK_QUEUE, body, f"{delivery_id}.1")
+
+
+def _moment(value: object) -> datetime | None:
+    """An ISO-8601 moment from a message, or None."""
+    try:
+        return jobs.as_utc(datetime.fromisoformat(str(value))) if value else None
+    except ValueError:
+        return None

@@ -9,8 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from alchemist.cli.main import build_parser
+from alchemist.cli.services import ALL_INTERFACES, LOOPBACK
 from alchemist.config import OTHER_VARIABLES, SERVICE_SETTINGS, Settings
 from tests.conftest import unavailable
 
@@ -61,6 +63,29 @@ def test_compose_health_checks_and_dependencies_line_up(compose: dict[str, Any])
     assert {"rabbitmq", "mongodb", "mysql", "mailpit"} <= set(services)
 
 
+def test_compose_exposes_only_what_other_containers_reach(compose: dict[str, Any]) -> None:
+    parser = build_parser()
+    for name, service in ours(compose).items():
+        args = parser.parse_args(service["command"])
+        if args.command in ("auth", "gateway"):  # reached from other containers / the host
+            assert args.host == ALL_INTERFACES, name
+        elif args.command in ("converter", "notification"):  # only its own HEALTHCHECK reads it
+            assert args.health_host == LOOPBACK, name
+    environment = next(iter(ours(compose).values()))["environment"]
+    assert environment["WEBHOOK_SECRET"] != environment["JWT_SECRET"]
+
+
+def test_compose_mongodb_runs_with_authentication(compose: dict[str, Any]) -> None:
+    mongodb = compose["services"]["mongodb"]["environment"]
+    for name, service in ours(compose).items():
+        uri = urlsplit(service["environment"]["MONGODB_URI"])
+        assert (uri.username, uri.password) == (
+            mongodb["MONGO_INITDB_ROOT_USERNAME"],
+            mongodb["MONGO_INITDB_ROOT_PASSWORD"],
+        ), name
+        assert parse_qs(uri.query)["authSource"] == ["admin"], name
+
+
 def dockerfile() -> str:
     return (DEPLOY / "Dockerfile").read_text()
 
@@ -70,7 +95,7 @@ def test_the_image_runs_alchemist_as_a_non_root_user() -> None:
     entrypoint = json.loads(re.search(r"^ENTRYPOINT (.+)$", text, re.MULTILINE).group(1))  # type: ignore[union-attr]
     command = json.loads(re.search(r"^CMD (.+)$", text, re.MULTILINE).group(1))  # type: ignore[union-attr]
     assert entrypoint == ["alchemist"]
-    build_parser().parse_args(command)
+    assert build_parser().parse_args(command).host == ALL_INTERFACES  # a container serves its address
     users = re.findall(r"^USER (\S+)$", text, re.MULTILINE)
     assert users and users[-1].split(":")[0] not in ("root", "0")
     assert text.count("FROM ") >= 2 and "HEALTHCHECK" in text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import kubernetes_validate
 import pytest
@@ -11,6 +12,7 @@ import yaml
 
 from alchemist.auth.app import create_app as create_auth_app
 from alchemist.cli.main import build_parser
+from alchemist.cli.services import ALL_INTERFACES
 from alchemist.config import OTHER_VARIABLES, SERVICE_SETTINGS, Settings
 from alchemist.gateway.app import create_app as create_gateway_app
 from alchemist.health import create_health_app
@@ -166,7 +168,56 @@ def test_the_minikube_overlay_uses_the_seeds_host_and_the_local_image() -> None:
 def test_secrets_hold_only_placeholders(rendered: list[dict[str, Any]]) -> None:
     for secret in of_kind(rendered, "Secret"):
         for key, value in secret.get("stringData", {}).items():
-            assert value.startswith("CHANGE-ME"), key
+            if key.endswith("_USERNAME"):
+                continue  # a user name is no secret
+            if "://" in value:  # a URL with credentials: its password is the placeholder
+                assert (urlsplit(value).password or "").startswith("CHANGE-ME"), key
+            else:
+                assert value.startswith("CHANGE-ME"), key
+
+
+def test_services_listen_where_their_peers_and_probes_reach_them(rendered: list[dict[str, Any]]) -> None:
+    # The CLI binds 127.0.0.1 by default; in a pod, Services and the kubelet use the pod's address.
+    parser = build_parser()
+    for service, container in containers(rendered):
+        args = parser.parse_args(container["args"])
+        if service in ("auth", "gateway"):
+            assert args.host == ALL_INTERFACES, service
+        elif service in ("converter", "notification"):
+            assert args.health_host == ALL_INTERFACES, service
+
+
+def test_mongodb_runs_with_authentication_and_the_services_log_in(rendered: list[dict[str, Any]]) -> None:
+    secrets = {s["metadata"]["name"]: s.get("stringData", {}) for s in of_kind(rendered, "Secret")}
+    (mongodb,) = [s for s in of_kind(rendered, "StatefulSet") if s["metadata"]["name"] == "mongodb"]
+    (container,) = mongodb["spec"]["template"]["spec"]["containers"]
+    env = {item["name"]: item for item in container.get("env", [])}
+    root: dict[str, str] = {}
+    for name in ("MONGO_INITDB_ROOT_USERNAME", "MONGO_INITDB_ROOT_PASSWORD"):
+        ref = env[name]["valueFrom"]["secretKeyRef"]  # from a Secret, never a literal
+        root[name] = secrets[ref["name"]][ref["key"]]
+    assert "--noauth" not in container.get("args", []) + container.get("command", [])
+    configs = {c["metadata"]["name"]: c.get("data", {}) for c in of_kind(rendered, "ConfigMap")}
+    assert "MONGODB_URI" not in configs["alchemist-config"]  # it carries a password: Secret only
+    uri = urlsplit(secrets["alchemist-secrets"]["MONGODB_URI"])
+    assert (uri.username, uri.password) == (
+        root["MONGO_INITDB_ROOT_USERNAME"],
+        root["MONGO_INITDB_ROOT_PASSWORD"],
+    )
+    assert parse_qs(uri.query)["authSource"] == ["admin"]  # the root user lives in admin
+    for service, container in containers(rendered):
+        if "MONGODB_URI" in SERVICE_SETTINGS[service]:
+            sources = [s.get("secretRef", {}).get("name") for s in container.get("envFrom", [])]
+            assert "alchemist-secrets" in sources, service
+
+
+def test_webhooks_are_signed_with_their_own_secret(rendered: list[dict[str, Any]]) -> None:
+    (secret,) = [s for s in of_kind(rendered, "Secret") if s["metadata"]["name"] == "alchemist-secrets"]
+    values = secret["stringData"]
+    assert values["WEBHOOK_SECRET"] != values["JWT_SECRET"]
+    (config,) = [c for c in of_kind(rendered, "ConfigMap") if c["metadata"]["name"] == "alchemist-config"]
+    settings = Settings(**{k: v for k, v in config["data"].items() if k in Settings.model_fields})
+    assert settings.webhook_networks == ()  # public receivers only, unless an operator says so
 
 
 def test_databases_are_reachable_only_from_their_services(rendered: list[dict[str, Any]]) -> None:

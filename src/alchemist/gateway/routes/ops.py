@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from alchemist.gateway.deps import StateDep
-from alchemist.gateway.schemas import Health
+from alchemist.gateway.schemas import Features, Health
 from alchemist.health import readiness_response
 from alchemist.telemetry import metrics_response
 
@@ -20,6 +20,13 @@ metrics_router = APIRouter(tags=["operations"])
 async def healthz() -> Health:
     """The process is alive."""
     return Health(status="ok")
+
+
+@router.get("/api/v1/features")
+async def features(state: StateDep) -> Features:
+    """What this server offers: API docs, webhooks (no credentials needed)."""
+    settings = state.settings
+    return Features(api_docs=settings.API_DOCS, webhooks=settings.webhook_key() is not None)
 
 
 @router.get(

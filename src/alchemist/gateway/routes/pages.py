@@ -1,4 +1,7 @@
-"""The web page at `/` and Swagger UI at `/docs`, both served from the package (no CDN)."""
+"""The web page at `/` and Swagger UI at `/docs`, both served from the package (no CDN).
+
+`docs_router` is included only when API_DOCS is on (off: /docs and /openapi.json are 404s).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ from fastapi.responses import FileResponse
 
 WEB = Path(__file__).resolve().parent.parent / "web"
 router = APIRouter(tags=["pages"], include_in_schema=False)
+docs_router = APIRouter(tags=["pages"], include_in_schema=False)
 # The page itself is small and changes with each release; its assets carry validators.
 NO_CACHE = {"Cache-Control": "no-cache"}
 
@@ -19,7 +23,7 @@ async def index_page() -> FileResponse:
     return FileResponse(WEB / "index.html", media_type="text/html; charset=utf-8", headers=NO_CACHE)
 
 
-@router.get("/docs")
+@docs_router.get("/docs")
 async def docs_page() -> FileResponse:
     """Swagger UI for /openapi.json."""
     return FileResponse(WEB / "docs.html", media_type="text/html; charset=utf-8", headers=NO_CACHE)

@@ -118,7 +118,18 @@ function enterApp() {
   $("#user-email").textContent = session.username;
   $("#nav-admin").hidden = !session.admin;
   if (!options.length) loadOptions();
+  loadFeatures();
   route();
+}
+
+// The operator may turn the API docs off (API_DOCS=false): then no link leads to a 404.
+async function loadFeatures() {
+  try {
+    const features = await api("GET", "/api/v1/features");
+    $("#nav-docs").hidden = !features.api_docs;
+  } catch {
+    // Unknown: the link stays, and /docs itself says whether it is there.
+  }
 }
 
 $("#signin-form").addEventListener("submit", async (event) => {
