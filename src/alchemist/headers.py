@@ -1,9 +1,12 @@
-"""Hardening headers for the JSON-only apps (auth, the workers' health and metrics ports).
+"""Hardening headers on every HTTP response, as plain ASGI middleware (no task group per request).
 
-The gateway has its own (gateway/middleware.py: it serves a page, so its CSP allows 'self').
+JSON-only apps (auth, the workers' health and metrics ports) use JSON_API_HEADERS; the gateway,
+which serves a page, passes its own set with a CSP that allows 'self' (gateway/middleware.py).
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -18,21 +21,30 @@ JSON_API_HEADERS = {
 }
 
 
-class JsonApiHeaders:
-    """Adds JSON_API_HEADERS to every HTTP response (plain ASGI: no task group per request)."""
+class HardeningHeaders:
+    """Sets `headers` on every response (`by_prefix` overrides some for paths under a prefix)."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
+    def __init__(
+        self,
+        app: ASGIApp,
+        headers: Mapping[str, str] = JSON_API_HEADERS,
+        by_prefix: Mapping[str, Mapping[str, str]] | None = None,
+    ) -> None:
+        self.app, self.headers, self.by_prefix = app, dict(headers), dict(by_prefix or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        chosen = dict(self.headers)
+        for prefix, overrides in self.by_prefix.items():
+            if scope["path"].startswith(prefix):
+                chosen.update(overrides)
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
-                for name, value in JSON_API_HEADERS.items():
+                for name, value in chosen.items():
                     headers[name] = value
                 del headers["server"]  # whichever server runs us, no banner
             await send(message)

@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 
-from alchemist.headers import JsonApiHeaders
+from alchemist.headers import HardeningHeaders
 from alchemist.telemetry import metrics_response
 from alchemist.wiring import Backends
 
@@ -54,7 +54,7 @@ async def readiness_response(backends: Backends) -> JSONResponse:
 def create_health_app(backends: Backends, registry: CollectorRegistry | None = None) -> FastAPI:
     """/healthz, /readyz and /metrics for a worker that serves nothing else (probes need a port)."""
     app = FastAPI(title="Audio Alchemist worker health", docs_url=None, redoc_url=None, openapi_url=None)
-    app.add_middleware(JsonApiHeaders)
+    app.add_middleware(HardeningHeaders)
 
     @app.get("/metrics")
     async def metrics() -> Response:

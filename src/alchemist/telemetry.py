@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from alchemist.headers import JsonApiHeaders
+from alchemist.headers import HardeningHeaders
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 CONVERSION_BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
@@ -70,4 +70,4 @@ def create_metrics_app(registry: CollectorRegistry) -> Starlette:
     async def metrics(_request: Request) -> Response:
         return await metrics_response(registry)
 
-    return Starlette(routes=[Route("/metrics", metrics)], middleware=[Middleware(JsonApiHeaders)])
+    return Starlette(routes=[Route("/metrics", metrics)], middleware=[Middleware(HardeningHeaders)])

@@ -27,7 +27,7 @@ from alchemist.db.engine import build_engine
 from alchemist.db.migrate import current_revision, head_revision, upgrade
 from alchemist.db.models import utcnow
 from alchemist.db.outage import database_unavailable
-from alchemist.headers import JsonApiHeaders
+from alchemist.headers import HardeningHeaders
 from alchemist.proxies import TrustedProxyHeaders
 from alchemist.revocation import RevocationCheck
 from alchemist.tokens import TokenSigner
@@ -88,7 +88,7 @@ def create_app(
         title="Audio Alchemist auth", version=__version__, lifespan=lifespan, docs_url=None,
         redoc_url=None, openapi_url="/openapi.json" if settings.API_DOCS else None,
     )  # fmt: skip
-    app.add_middleware(JsonApiHeaders)
+    app.add_middleware(HardeningHeaders)
     app.state.signer = signer
     app.state.vault = passwords
     app.include_router(users_router)

@@ -18,10 +18,11 @@ from alchemist.config import Settings
 from alchemist.gateway import errors
 from alchemist.gateway.deps import GatewayState
 from alchemist.gateway.metrics import JobCollector
-from alchemist.gateway.middleware import RequestMetrics, SecurityHeaders
+from alchemist.gateway.middleware import BY_PREFIX, PAGE_HEADERS, RequestMetrics
 from alchemist.gateway.routes import auth, downloads, jobs, ops, pages, uploads, users
 from alchemist.gateway.routes.pages import WEB
 from alchemist.gateway.security import Authenticator
+from alchemist.headers import HardeningHeaders
 from alchemist.links import DownloadLinks
 from alchemist.outbox import OutboxRelay
 from alchemist.proxies import TrustedProxyHeaders
@@ -95,7 +96,7 @@ def create_app(
         generate_unique_id_function=operation_id,
     )
     app.add_middleware(RequestMetrics, telemetry=metrics)
-    app.add_middleware(SecurityHeaders)
+    app.add_middleware(HardeningHeaders, headers=PAGE_HEADERS, by_prefix=BY_PREFIX)
     # Outermost: the client address and scheme an ingress in TRUSTED_PROXIES forwarded.
     app.add_middleware(TrustedProxyHeaders, networks=settings.trusted_proxies)
     errors.install(app)

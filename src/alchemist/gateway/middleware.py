@@ -1,10 +1,9 @@
-"""Plain ASGI middleware (no per-request task group): security headers and request counts."""
+"""The gateway's header set (a page: CSP allows 'self') and plain ASGI request metrics."""
 
 from __future__ import annotations
 
 import time
 
-from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from alchemist.telemetry import Telemetry
@@ -17,7 +16,8 @@ PAGE_CSP = (
 )
 # Swagger UI sets style attributes from its bundle; scripts stay 'self' only.
 DOCS_CSP = PAGE_CSP.replace("style-src 'self'", "style-src 'self' 'unsafe-inline'")
-SECURITY_HEADERS = {
+PAGE_HEADERS = {
+    "Content-Security-Policy": PAGE_CSP,
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
@@ -25,29 +25,7 @@ SECURITY_HEADERS = {
     "Cross-Origin-Resource-Policy": "same-origin",
     "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
 }
-
-
-class SecurityHeaders:
-    """Adds a strict CSP and the usual hardening headers to every HTTP response."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        csp = DOCS_CSP if scope["path"].startswith("/docs") else PAGE_CSP
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                headers["Content-Security-Policy"] = csp
-                for name, value in SECURITY_HEADERS.items():
-                    headers[name] = value
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
+BY_PREFIX = {"/docs": {"Content-Security-Policy": DOCS_CSP}}
 
 
 class RequestMetrics:
