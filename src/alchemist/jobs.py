@@ -372,16 +372,6 @@ def oldest_queued_at(session: Session) -> datetime | None:
     return session.scalar(select(func.min(Job.created_at)).where(Job.status == JobStatus.QUEUED))
 
 
-def conversion_totals(session: Session) -> tuple[int, float]:
-    """Count and sum of conversion seconds of done jobs."""
-    row = session.execute(
-        select(func.count(), func.coalesce(func.sum(Job.conversion_seconds), 0.0)).where(
-            Job.status == JobStatus.DONE
-        )
-    ).one()
-    return int(row[0]), float(row[1] or 0.0)
-
-
 def as_utc(moment: datetime | None) -> datetime | None:
     """A stored timestamp in UTC with its offset (SQLite hands them back naive)."""
     if moment is None:

@@ -16,14 +16,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from alchemist import jobs
 from alchemist.config import Settings
 from alchemist.db.engine import run_in_transaction, transaction
 from alchemist.db.models import Job
 from alchemist.outbox import OutboxRelay
-from alchemist.storage.base import BlobInfo, BlobNotFoundError
+from alchemist.storage.base import BlobInfo, BlobNotFoundError, BlobStore
 from alchemist.telemetry import Telemetry
 from alchemist.wiring import Backends
 
@@ -51,16 +51,23 @@ class StorageAudit:
     partial: int
 
 
-def audit_storage(backends: Backends, older_than: datetime, *, fix: bool = False) -> StorageAudit:
+def audit_storage(
+    sessions: sessionmaker[Session],
+    videos_store: BlobStore,
+    outputs_store: BlobStore,
+    older_than: datetime,
+    *,
+    fix: bool = False,
+) -> StorageAudit:
     """Find (and with `fix`, delete) orphans and partial writes older than `older_than`.
 
     Newer blobs are left alone: an upload stores its file just before it records its job.
     """
-    with transaction(backends.sessions) as session:
+    with transaction(sessions) as session:
         videos, outputs = jobs.referenced_blobs(session)
     found: list[Orphan] = []
     partial = 0
-    for name, store, referenced in (("videos", backends.videos, videos), ("outputs", backends.mp3s, outputs)):
+    for name, store, referenced in (("videos", videos_store, videos), ("outputs", outputs_store, outputs)):
         found += [
             Orphan(name, blob)
             for blob in store.list()
@@ -68,11 +75,11 @@ def audit_storage(backends: Backends, older_than: datetime, *, fix: bool = False
         ]
         partial += store.purge_partial(older_than, dry_run=not fix)
     if fix:
-        with transaction(backends.sessions) as session:  # refer-check again: a job may have come
+        with transaction(sessions) as session:  # refer-check again: a job may have come
             videos, outputs = jobs.referenced_blobs(session)
         for orphan in found:
             store, referenced = (
-                (backends.videos, videos) if orphan.store == "videos" else (backends.mp3s, outputs)
+                (videos_store, videos) if orphan.store == "videos" else (outputs_store, outputs)
             )
             if orphan.blob.id not in referenced:
                 store.delete(orphan.blob.id)
@@ -179,7 +186,10 @@ class Sweeper:
             return
         self._last_audit = time.monotonic()
         older_than = now - timedelta(seconds=self.settings.ORPHAN_MIN_AGE_SECONDS)
-        audit = await asyncio.to_thread(audit_storage, self.backends, older_than, fix=True)
+        backends = self.backends
+        audit = await asyncio.to_thread(
+            audit_storage, backends.sessions, backends.videos, backends.mp3s, older_than, fix=True
+        )
         report.orphans_deleted += len(audit.orphans) + audit.partial
 
     def _fail(self, session: Session, job: Job, reason: str) -> bool:

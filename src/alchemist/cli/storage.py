@@ -27,17 +27,16 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 def run_check(args: argparse.Namespace) -> int:
     """Print one line per orphan and a summary; exit 1 when something was found and not fixed."""
-    from alchemist.messaging.memory import InMemoryBroker
     from alchemist.sweeper import audit_storage
-    from alchemist.wiring import Backends, build_blob_stores, build_database
+    from alchemist.wiring import build_blob_stores, build_database
 
     settings = Settings()
     engine, sessions = build_database(settings)
     videos, outputs, closers = build_blob_stores(settings)
-    backends = Backends(engine, sessions, videos, outputs, InMemoryBroker(), closers)
     min_age = settings.ORPHAN_MIN_AGE_SECONDS if args.min_age is None else args.min_age
     try:
-        audit = audit_storage(backends, datetime.now(timezone.utc) - timedelta(seconds=min_age), fix=args.fix)
+        older_than = datetime.now(timezone.utc) - timedelta(seconds=min_age)
+        audit = audit_storage(sessions, videos, outputs, older_than, fix=args.fix)
     finally:
         for close in closers:
             close()
